@@ -1,0 +1,131 @@
+"""The connector interface every hypervisor plugin implements.
+
+A connector is built from plain parameters (not the Django model), so it can also run in
+a worker or a script. Errors that reach users are ConnectorError sentences.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from inventory.connectors.records import Inventory, ServerInfo
+
+
+class ConnectorError(Exception):
+    """A failure an operator can act on; str() is the sentence to show."""
+
+    code = "connector_error"
+
+
+class AuthenticationFailed(ConnectorError):
+    code = "authentication_failed"
+
+
+class Unreachable(ConnectorError):
+    code = "unreachable"
+
+
+class CertificateMismatch(ConnectorError):
+    code = "certificate_mismatch"
+
+    def __init__(self, message: str, thumbprint: str = ""):
+        super().__init__(message)
+        self.thumbprint = thumbprint
+
+
+class UntrustedCertificate(CertificateMismatch):
+    """No thumbprint pinned yet and verification is off or failed: the user must confirm it."""
+
+    code = "untrusted_certificate"
+
+
+class NotFound(ConnectorError):
+    code = "not_found"
+
+
+@dataclass
+class ConnectionParams:
+    host: str = ""
+    port: int = 443
+    username: str = ""
+    password: str = field(default="", repr=False)
+    tls_verify: bool = False
+    tls_thumbprint: str = ""
+    timeout: float = 10.0
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class SnapshotRef:
+    vm: str  # VM moref
+    moref: str  # snapshot moref
+    name: str
+    disks: list[dict] = field(default_factory=list)  # {"key", "file_name", "datastore", "capacity_bytes"}
+
+
+@dataclass
+class NewVmSpec:
+    name: str
+    datacenter: str
+    host: str
+    datastore: str
+    network: str | None = None
+    num_cpu: int = 1
+    memory_mb: int = 1024
+    guest_os: str = "otherGuest64"
+    disk_capacities: list[int] = field(default_factory=list)
+    folder: str = ""
+
+
+class Connector(ABC):
+    """One hypervisor endpoint (vCenter, ESXi or the lab)."""
+
+    kind: str = ""
+    label: str = ""
+
+    def __init__(self, params: ConnectionParams):
+        self.params = params
+
+    # -- inventory ---------------------------------------------------------------------
+    @abstractmethod
+    def test(self) -> ServerInfo:
+        """Connect and authenticate; raise ConnectorError with a sentence on failure."""
+
+    @abstractmethod
+    def fetch_inventory(self) -> Inventory:
+        """Read the whole inventory; nothing is saved here."""
+
+    # -- operations used by backups and restores -------------------------------------
+    @abstractmethod
+    def create_snapshot(self, vm: str, name: str, *, quiesce: bool = False, memory: bool = False) -> SnapshotRef: ...
+
+    @abstractmethod
+    def remove_snapshot(self, vm: str, snapshot: str) -> None: ...
+
+    @abstractmethod
+    def list_snapshots(self, vm: str) -> list[SnapshotRef]: ...
+
+    @abstractmethod
+    def attach_disk(self, appliance_vm: str, file_name: str) -> int:
+        """Hot-add a disk file to an appliance VM; returns the new device key."""
+
+    @abstractmethod
+    def detach_disk(self, appliance_vm: str, device_key: int) -> None: ...
+
+    @abstractmethod
+    def create_vm(self, spec: NewVmSpec) -> str:
+        """Create an empty VM (for restores); returns its moref."""
+
+    @abstractmethod
+    def changed_areas(self, vm: str, snapshot: str, disk_key: int, since: str) -> tuple[list[tuple[int, int]], str]:
+        """Extents (offset, length) changed since change id `since` ('*' = all in use), and the new change id."""
+
+    def close(self) -> None:
+        """Release the session."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

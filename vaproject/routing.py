@@ -1,0 +1,3 @@
+from inventory.routing import websocket_urlpatterns as inventory_ws
+
+websocket_urlpatterns = [*inventory_ws]
