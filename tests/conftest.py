@@ -1,0 +1,51 @@
+"""Shared fixtures: one user per role, API clients, the temporary var directory."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Group
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+ROLES = ("administrator", "operator", "viewer")
+PASSWORD = "Correct-Horse-7"
+
+
+@pytest.fixture
+def make_user(db, django_user_model):
+    def make(role: str | None, username: str | None = None):
+        user = django_user_model.objects.create_user(username or f"{role or 'nobody'}-user", password=PASSWORD)
+        if role:
+            user.groups.add(Group.objects.get(name=role))
+        return user
+
+    return make
+
+
+@pytest.fixture
+def admin_user_(make_user):
+    return make_user("administrator")
+
+
+@pytest.fixture
+def operator_user(make_user):
+    return make_user("operator")
+
+
+@pytest.fixture
+def viewer_user(make_user):
+    return make_user("viewer")
+
+
+@pytest.fixture
+def api_client_for(make_user):
+    """APIClient authenticated with a token for a new user of the given role."""
+
+    def make(role: str | None):
+        user = make_user(role)
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+        client.user = user
+        return client
+
+    return make
