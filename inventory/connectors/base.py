@@ -9,10 +9,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+from core.errors import ActionableError
 from inventory.connectors.records import Inventory, ServerInfo
 
 
-class ConnectorError(Exception):
+class ConnectorError(ActionableError):
     """A failure an operator can act on; str() is the sentence to show."""
 
     code = "connector_error"
@@ -42,6 +43,12 @@ class UntrustedCertificate(CertificateMismatch):
 
 class NotFound(ConnectorError):
     code = "not_found"
+
+
+class ChangeIdUnknown(ConnectorError):
+    """Changed-block tracking cannot answer for this change id (reset, off, other disk): read the whole disk."""
+
+    code = "change_id_unknown"
 
 
 @dataclass
