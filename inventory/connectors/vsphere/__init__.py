@@ -1,0 +1,5 @@
+"""VMware vCenter / ESXi connector (pyvmomi)."""
+
+from inventory.connectors.vsphere.connector import VSphereConnector
+
+__all__ = ["VSphereConnector"]

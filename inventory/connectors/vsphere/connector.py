@@ -1,0 +1,96 @@
+"""The vSphere connector: one vCenter or standalone ESXi, reached with pyvmomi."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from pyVmomi import vim
+
+from inventory.connectors.base import ConnectionParams, Connector, ConnectorError, NewVmSpec, SnapshotRef
+from inventory.connectors.records import Inventory, ServerInfo
+from inventory.connectors.vsphere import inventory, operations, session
+from inventory.connectors.vsphere.collector import Collector
+
+T = TypeVar("T")
+
+
+class VSphereConnector(Connector):
+    """Options: `page_size` (objects per PropertyCollector page, default 500)."""
+
+    kind = "vsphere"
+    label = "VMware vCenter / ESXi"
+
+    def __init__(self, params: ConnectionParams):
+        super().__init__(params)
+        self._si: vim.ServiceInstance | None = None
+        self._collector: Collector | None = None
+        self._thumbprint = ""
+
+    # -- session -----------------------------------------------------------------------
+    def _connect(self) -> Collector:
+        if self._collector is None:
+            self._thumbprint = session.probe_certificate(self.params)
+            self._si = session.login(self.params, self._thumbprint)
+            page_size = int(self.params.options.get("page_size") or 500)
+            self._collector = self._call("reading the service content", lambda: Collector(self._si, page_size))
+        return self._collector
+
+    def _call(self, action: str, work: Callable[[], T]) -> T:
+        try:
+            return work()
+        except ConnectorError:
+            raise
+        except Exception as exc:
+            raise session.fault_sentence(self.params, action, exc) from exc
+
+    def close(self) -> None:
+        session.logout(self._si)
+        self._si = None
+        self._collector = None
+
+    # -- inventory ---------------------------------------------------------------------
+    def test(self) -> ServerInfo:
+        collector = self._connect()
+        about = collector.content.about
+        return ServerInfo(product=about.fullName or about.name or "", version=about.version or "",
+                          thumbprint=self._thumbprint)
+
+    def fetch_inventory(self) -> Inventory:
+        collector = self._connect()
+        collector.round_trips = 0
+        return self._call("reading the inventory", lambda: inventory.fetch(collector))
+
+    # -- operations used by backups and restores -------------------------------------
+    def create_snapshot(self, vm: str, name: str, *, quiesce: bool = False, memory: bool = False) -> SnapshotRef:
+        collector = self._connect()
+        return self._call(f"creating a snapshot of VM {vm}",
+                          lambda: operations.create_snapshot(collector, vm, name, quiesce, memory))
+
+    def remove_snapshot(self, vm: str, snapshot: str) -> None:
+        collector = self._connect()
+        self._call(f"removing snapshot {snapshot} of VM {vm}",
+                   lambda: operations.remove_snapshot(collector, vm, snapshot))
+
+    def list_snapshots(self, vm: str) -> list[SnapshotRef]:
+        collector = self._connect()
+        return self._call(f"listing the snapshots of VM {vm}", lambda: operations.list_snapshots(collector, vm))
+
+    def attach_disk(self, appliance_vm: str, file_name: str) -> int:
+        collector = self._connect()
+        return self._call(f"attaching {file_name} to appliance VM {appliance_vm}",
+                          lambda: operations.attach_disk(collector, appliance_vm, file_name))
+
+    def detach_disk(self, appliance_vm: str, device_key: int) -> None:
+        collector = self._connect()
+        self._call(f"detaching disk {device_key} from appliance VM {appliance_vm}",
+                   lambda: operations.detach_disk(collector, appliance_vm, device_key))
+
+    def create_vm(self, spec: NewVmSpec) -> str:
+        collector = self._connect()
+        return self._call(f"creating VM {spec.name!r}", lambda: operations.create_vm(collector, spec))
+
+    def changed_areas(self, vm: str, snapshot: str, disk_key: int, since: str) -> tuple[list[tuple[int, int]], str]:
+        collector = self._connect()
+        return self._call(f"querying changed blocks of disk {disk_key} of VM {vm}",
+                          lambda: operations.changed_areas(collector, vm, snapshot, disk_key, since))
