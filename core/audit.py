@@ -11,6 +11,7 @@ import contextvars
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import models
 
 from core.secrets import EncryptedTextField
@@ -23,11 +24,12 @@ class Actor:
     via: str = ""
 
 
-_actor: contextvars.ContextVar[Actor] = contextvars.ContextVar("vafleet_actor", default=Actor(via="system"))
+SYSTEM = Actor(via="system")
+_actor: contextvars.ContextVar[Actor | None] = contextvars.ContextVar("vafleet_actor", default=None)
 
 
 def current_actor() -> Actor:
-    return _actor.get()
+    return _actor.get() or SYSTEM
 
 
 @contextmanager
@@ -47,6 +49,24 @@ def reset_actor(token) -> None:
     _actor.reset(token)
 
 
+# Models whose primary key is itself a credential (API tokens): logged by owner, never by key.
+CREDENTIAL_KEYED = {"authtoken.token"}
+
+
+def _is_credential(instance: models.Model, field: models.Field) -> bool:
+    """A token key, or the login password's hash: changes are logged, values never."""
+    label = instance._meta.label_lower
+    if field.primary_key and label in CREDENTIAL_KEYED:
+        return True
+    return field.name == "password" and label == settings.AUTH_USER_MODEL.lower()
+
+
+def _identity(obj) -> tuple[str, str]:
+    if obj._meta.label_lower in CREDENTIAL_KEYED:
+        return str(obj.user_id), f"API token of {obj.user}"[:200]
+    return str(obj.pk), str(obj)[:200]
+
+
 def record(action: str, obj=None, *, message: str = "", changes: dict | None = None, actor: Actor | None = None):
     from core.models import AuditEntry
 
@@ -56,6 +76,7 @@ def record(action: str, obj=None, *, message: str = "", changes: dict | None = N
         user = user._user()
     if not getattr(user, "is_authenticated", False):
         user = None
+    object_id, object_repr = _identity(obj) if obj is not None else ("", "")
     return AuditEntry.objects.create(
         user=user,
         username=getattr(user, "username", "") or "",
@@ -63,19 +84,40 @@ def record(action: str, obj=None, *, message: str = "", changes: dict | None = N
         via=actor.via,
         action=action,
         object_type=obj._meta.label if obj is not None else "",
-        object_id=str(obj.pk) if obj is not None else "",
-        object_repr=str(obj)[:200] if obj is not None else "",
+        object_id=object_id,
+        object_repr=object_repr,
         message=message[:500],
         changes=changes or {},
     )
 
 
+class _Hidden(str):
+    """Stored as '<secret>'; compares by the value it hides, so a changed secret still shows as changed."""
+
+    def __new__(cls, secret: str):
+        hidden = super().__new__(cls, "<secret>")
+        hidden._secret = secret
+        return hidden
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Hidden) and other._secret == self._secret
+
+    def __ne__(self, other) -> bool:
+        return not self == other
+
+    __hash__ = str.__hash__
+
+
 def field_values(instance: models.Model) -> dict:
     """Audit-safe values of concrete fields; secrets appear only as 'changed'."""
     values = {}
+    deferred = instance.get_deferred_fields()
     for field in instance._meta.concrete_fields:
-        if isinstance(field, EncryptedTextField):
-            values[field.name] = "<secret>" if getattr(instance, field.attname) else ""
+        if isinstance(field, EncryptedTextField) and field.attname in deferred:
+            continue  # not loaded, so not being saved: reading it would decrypt for nothing
+        if isinstance(field, EncryptedTextField) or _is_credential(instance, field):
+            secret = getattr(instance, field.attname)
+            values[field.name] = _Hidden(secret) if secret else ""
             continue
         value = getattr(instance, field.attname)
         values[field.name] = value if isinstance(value, (int, float, bool, type(None))) else str(value)

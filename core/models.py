@@ -32,3 +32,33 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.timestamp:%Y-%m-%d %H:%M:%S} {self.username or '-'} {self.action} {self.object_repr}"
+
+
+class ChannelMessage(models.Model):
+    """A message in flight through the embedded channel layer (core.channel_layer); deleted on delivery."""
+
+    channel = models.CharField(max_length=100)
+    # The channel name up to and including "!" for process-specific channels: what one process polls.
+    inbox = models.CharField(max_length=100)
+    payload = models.BinaryField()
+    expires = models.FloatField(db_index=True, help_text="Unix time after which the message is dropped.")
+
+    class Meta:
+        indexes = [models.Index(fields=["inbox", "id"], name="channel_message_inbox")]
+
+    def __str__(self) -> str:
+        return self.channel
+
+
+class ChannelGroupMember(models.Model):
+    """A channel's membership of a group in the embedded channel layer."""
+
+    group = models.CharField(max_length=100)
+    channel = models.CharField(max_length=100, db_index=True)
+    expires = models.FloatField(db_index=True, help_text="Unix time after which the membership lapses.")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["group", "channel"], name="channel_group_member")]
+
+    def __str__(self) -> str:
+        return f"{self.group}: {self.channel}"

@@ -9,6 +9,7 @@ from rest_framework.authtoken.models import Token
 
 from core import audit
 from core.models import AuditEntry
+from core.secrets import EncryptedTextField, SecretUnreadable
 
 AUDITED: set[type] = set()
 
@@ -27,7 +28,11 @@ def _is_audited(sender) -> bool:
 def _remember_before(sender, instance, raw=False, **kwargs):
     if raw or not _is_audited(sender) or instance.pk is None:
         return
-    old = sender._default_manager.filter(pk=instance.pk).first()
+    try:
+        old = sender._default_manager.filter(pk=instance.pk).first()
+    except SecretUnreadable:  # the secrets key changed: let the secret be entered again, compare the rest
+        secret_fields = [f.name for f in sender._meta.concrete_fields if isinstance(f, EncryptedTextField)]
+        old = sender._default_manager.filter(pk=instance.pk).defer(*secret_fields).first()
     instance._audit_before = audit.field_values(old) if old else None
 
 

@@ -115,12 +115,12 @@ class Datastore(InventoryObject):
     class Meta(InventoryObject.Meta):
         constraints = [models.UniqueConstraint(fields=["connection", "moref"], name="datastore_moref")]
 
+    def get_absolute_url(self) -> str:
+        return reverse("inventory:datastore_detail", args=[self.pk])
+
     @property
     def shared(self) -> bool:
         return self.hosts.count() > 1
-
-    def get_absolute_url(self) -> str:
-        return reverse("inventory:datastore_detail", args=[self.pk])
 
 
 class Network(InventoryObject):

@@ -18,6 +18,7 @@ from core import audit
 from core.models import AuditEntry
 from inventory.connectors import ConnectorError, connector_for
 from inventory.connectors.records import Inventory
+from inventory.consumers import publish_status
 from inventory.models import (
     Cluster,
     Connection,
@@ -54,7 +55,15 @@ def claim(connection_id: int) -> bool:
     free = Connection.objects.filter(pk=connection_id).exclude(
         status=Connection.Status.SYNCING, last_sync_started__gt=now - STALE_SYNC
     )
-    return free.update(status=Connection.Status.SYNCING, last_sync_started=now, status_message="") == 1
+    claimed = free.update(status=Connection.Status.SYNCING, last_sync_started=now, status_message="") == 1
+    if claimed:
+        _announce(connection_id)
+    return claimed
+
+
+def _announce(connection_id: int) -> None:
+    """Push the connection's new status to open portal pages once the change is committed."""
+    transaction.on_commit(lambda: publish_status(connection_id))
 
 
 def sync_connection(connection_id: int, *, claimed: bool = False) -> SyncResult:
@@ -72,7 +81,11 @@ def sync_connection(connection_id: int, *, claimed: bool = False) -> SyncResult:
         return _finish(connection, started, ok=False, message=str(exc))
     except Exception as exc:  # a bug or an unexpected reply: keep the inventory, say what happened
         log.exception("sync of %s failed", connection)
-        return _finish(connection, started, ok=False, message=f"Sync failed unexpectedly: {exc}")
+        return _finish(
+            connection, started, ok=False,
+            message=f"Sync failed unexpectedly ({type(exc).__name__}: {exc}); the inventory was left unchanged. "
+            "The server log has the details.",
+        )
     summary = ", ".join(f"{n} {k}" for k, n in counts.items())
     result = _finish(
         connection, started, ok=True, message=f"Synced: {summary}.", product=info.product, counts=counts
@@ -92,6 +105,7 @@ def _finish(connection: Connection, started: float, *, ok: bool, message: str, p
     if product:
         fields["product"] = product[:200]
     Connection.objects.filter(pk=connection.pk).update(**fields)
+    _announce(connection.pk)
     audit.record(AuditEntry.Action.OPERATION, connection, message=f"sync: {message}")
     return SyncResult(ok, message, seconds, counts=counts)
 
@@ -176,7 +190,9 @@ def apply_inventory(connection: Connection, inv: Inventory) -> dict:
             for r in inv.vms
         },
     )
-    _replace_links(Datastore.hosts.through, "datastore", "host", datastores, hosts, {r.moref: r.hosts for r in inv.datastores})
+    _replace_links(
+        Datastore.hosts.through, "datastore", "host", datastores, hosts, {r.moref: r.hosts for r in inv.datastores}
+    )
     _replace_links(Network.hosts.through, "network", "host", networks, hosts, {r.moref: r.hosts for r in inv.networks})
     _replace_links(
         VirtualMachine.datastores.through, "virtualmachine", "datastore", vms, datastores,

@@ -7,6 +7,8 @@ from django.contrib.auth.models import Group
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+pytest_plugins = ["tests.plugins.required_suites", "tests.plugins.scaleout"]
+
 ROLES = ("administrator", "operator", "viewer")
 PASSWORD = "Correct-Horse-7"
 

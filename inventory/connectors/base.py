@@ -128,7 +128,7 @@ class Connector(ABC):
     def changed_areas(self, vm: str, snapshot: str, disk_key: int, since: str) -> tuple[list[tuple[int, int]], str]:
         """Extents (offset, length) changed since change id `since` ('*' = all in use), and the new change id."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: not every connector holds a session
         """Release the session."""
 
     def __enter__(self):

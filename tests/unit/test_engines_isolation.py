@@ -33,8 +33,8 @@ def test_importing_engines_loads_no_django():
         "import sys, pkgutil, importlib, engines\n"
         "for m in pkgutil.walk_packages(engines.__path__, 'engines.'):\n"
         "    importlib.import_module(m.name)\n"
-        "bad = sorted(n for n in sys.modules if n.split('.')[0] in %r)\n"
-        "print(','.join(bad))\n" % (FORBIDDEN,)
+        f"bad = sorted(n for n in sys.modules if n.split('.')[0] in {FORBIDDEN!r})\n"
+        "print(','.join(bad))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"importing engines pulled in: {out.stdout.strip()}"

@@ -1,0 +1,1 @@
+from tests.api.fixtures import connection, fast_password_hashing, synced  # noqa: F401
