@@ -10,7 +10,8 @@ web_pid="$(service_pid web daphne)"
 workers_pid="$(service_pid workers qcluster)"
 if [[ -n "$web_pid" && -n "$workers_pid" ]]; then
     say "VA Fleet is already running (web pid $web_pid, workers pid $workers_pid)."
-    say "Open $(server_url)   (stop it with ./vafleet stop)"
+    # The URL it was started with, which may differ from this shell's VAFLEET_BIND/PORT.
+    say "Open $(cat "$RUN_DIR/url" 2>/dev/null || server_url)   (stop it with ./vafleet stop)"
     exit 0
 fi
 
@@ -52,6 +53,7 @@ sleep 1
 [[ -n "$(service_pid workers qcluster)" ]] \
     || { tail -n 30 "$LOG_DIR/workers.log" >&2; die "the workers stopped right after starting (log: $LOG_DIR/workers.log)."; }
 
+server_url >"$RUN_DIR/url"
 say ""
 say "VA Fleet is running: open $(server_url)"
 say "Logs: $LOG_DIR   Stop: ./vafleet stop"
