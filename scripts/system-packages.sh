@@ -10,7 +10,13 @@ TEST_PACKAGES=(
     chromium                           # browser tests (Playwright drives Debian's Chromium)
     postgresql                         # scale-out run: the database
     redis-server                       # scale-out run: channel layer and task broker
-    openssh-server                     # appliances as real SSH hosts
+    openssh-server                     # appliances as real SSH hosts; the SFTP target
+    iproute2                           # lab appliances live in network namespaces
+    vsftpd                             # FTP and explicit FTPS target tests
+    samba                              # SMB target tests (smbd, smbpasswd)
+    nfs-ganesha                        # NFSv4.1 target tests (userspace server, no kernel nfsd)
+    nfs-ganesha-vfs                    # ganesha's backend that exports a plain folder
+    openssl                            # self-signed certificates (FTPS)
 )
 
 wanted=("$@")
@@ -28,5 +34,5 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 echo "==> Installing Debian packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -q >/dev/null
-apt-get install -y -q "${missing[@]}" >/dev/null
+apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
+apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}" >/dev/null

@@ -27,8 +27,8 @@ budget="${VAFLEET_TEST_RUN_TIMEOUT:-720}"
 timeout_args=(--signal=INT --kill-after=60 "$budget")
 # At a terminal, stay in its process group so Ctrl-C reaches pytest.
 [[ -t 0 ]] && timeout_args=(--foreground "${timeout_args[@]}")
-required_embedded="vcsim,browser"
-required_scaleout="vcsim,browser,scaleout"
+required_embedded="vcsim,browser,storage,appliance"
+required_scaleout="vcsim,browser,scaleout,storage,appliance"
 if [[ $# -gt 0 ]]; then
     # A chosen subset: do not demand every required suite.
     required_embedded=""

@@ -1,0 +1,134 @@
+"""The contract between the server and the engine process (ARCHITECTURE.md §3).
+
+The server writes one JSON job spec on the engine's stdin; the engine writes JSON-lines
+events on stdout. This module is the shared definition: the server may import it (and
+only it) from the engines package.
+
+Job spec::
+
+    {"operation": "backup", "target": {"type": "local", "path": "/srv/repo", ...},
+     "passphrase": "...",
+     "vm": {"name": "web 01", "config": {...}},
+     "disks": [{"name": "scsi0:0", "path": "/dev/sdb", "changed_extents": [[0, 65536]], "change_id": "52 ..."}],
+     "parent": "20261125T101500Z-1a2b3c4d",
+     "options": {"threads": 2}}
+
+Operations and their fields (besides "target" and "passphrase"):
+
+- init: options.chunk_size (bytes, power of two, default 1 MiB), options.kdf_n (scrypt cost).
+- backup: vm {name, config}, disks [{name, path, changed_extents?, change_id?, options?}],
+  parent (restore point id; with changed_extents, an incremental that reads only those
+  extents), options.threads, options.verify (authenticate the new restore point),
+  options.cbt_sample (unchanged chunks re-read to check the changed-extent list, default 8).
+  Result: restore_point, kind, disks (size, digest, change_id...), stats.
+- restore: restore_point, vm?, disks [{name, path}] (output file or block device),
+  options.check_digest. Result: disks with written bytes (and digest).
+- list / catalog: every restore point (catalog also lists damaged manifests).
+- verify: vm?, restore_point?, options.repair (delete damaged chunks so the next backup
+  uploads them again). Problems end in an error event "verify_failed" with a "problems"
+  list of {vm, restore_point, disk, offset, chunk, reason}.
+- prune: options.retention {keep_last, keep_daily, keep_weekly, keep_monthly},
+  options.grace_seconds, options.dry_run.
+- stats: logical vs stored bytes and the dedup ratio.
+- change_passphrase: options.new_passphrase (the master key is rewrapped; nothing else changes).
+
+Events, one JSON object per line, each with "type" and "time":
+progress (phase, done, total bytes, rate in bytes/s, eta in s), log (level, message),
+result (operation plus the figures above), error (code, message). Exit code 0 after a
+result; non-zero after an error (143 when cancelled by SIGTERM).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from engines.errors import EngineError
+
+OPERATIONS = ("init", "backup", "restore", "list", "verify", "prune", "stats", "catalog", "change_passphrase")
+
+
+class BadJobSpec(EngineError):
+    code = "bad_job_spec"
+
+
+@dataclass
+class DiskSpec:
+    name: str
+    path: str = ""  # source to read (backup) or output to write (restore)
+    changed_extents: list[tuple[int, int]] | None = None  # from CBT; None means read everything
+    change_id: str = ""
+    options: dict = field(default_factory=dict)  # source-specific (e.g. HTTPS headers, TLS)
+
+
+@dataclass
+class JobSpec:
+    operation: str
+    target: dict
+    passphrase: str = field(default="", repr=False)
+    vm: str = ""
+    vm_config: dict = field(default_factory=dict)
+    disks: list[DiskSpec] = field(default_factory=list)
+    parent: str = ""  # restore point the backup builds on
+    restore_point: str = ""  # restore point to restore or verify
+    options: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> JobSpec:
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise BadJobSpec(f"The job spec is not valid JSON ({exc}).") from None
+        if not isinstance(doc, dict):
+            raise BadJobSpec("The job spec must be a JSON object.")
+        operation = doc.get("operation")
+        if operation not in OPERATIONS:
+            raise BadJobSpec(f"Unknown operation {operation!r}; expected one of: {', '.join(OPERATIONS)}.")
+        if not isinstance(doc.get("target"), dict) or "type" not in doc["target"]:
+            raise BadJobSpec("The job spec needs a target object with at least a type.")
+        vm = doc.get("vm") or {}
+        if isinstance(vm, str):
+            vm = {"name": vm}
+        disks = []
+        for raw in doc.get("disks") or []:
+            extents = raw.get("changed_extents")
+            try:
+                changed = None if extents is None else [(int(o), int(n)) for o, n in extents]
+            except (TypeError, ValueError):
+                changed = [(-1, -1)]
+            if changed is not None and any(o < 0 or n < 0 for o, n in changed):
+                raise BadJobSpec(f"Disk {raw.get('name')!r}: changed_extents must be [offset, length] pairs of "
+                                 "non-negative integers.")
+            disks.append(DiskSpec(name=str(raw.get("name", "")), path=str(raw.get("path", "")),
+                                  changed_extents=changed, change_id=str(raw.get("change_id", "")),
+                                  options=raw.get("options") or {}))
+        return cls(operation=operation, target=doc["target"], passphrase=doc.get("passphrase", ""),
+                   vm=str(vm.get("name", "")), vm_config=vm.get("config") or {}, disks=disks,
+                   parent=doc.get("parent") or "", restore_point=doc.get("restore_point") or "",
+                   options=doc.get("options") or {})
+
+
+def _event(event_type: str, /, **fields) -> dict:
+    return {"type": event_type, "time": round(time.time(), 3), **fields}
+
+
+def progress_event(phase: str, done: int, total: int, rate: float, eta: float | None) -> dict:
+    return _event("progress", phase=phase, done=done, total=total, rate=round(rate),
+                  eta=None if eta is None else round(eta, 1))
+
+
+def log_event(level: str, message: str) -> dict:
+    return _event("log", level=level, message=message)
+
+
+def result_event(operation: str, **figures) -> dict:
+    return _event("result", operation=operation, **figures)
+
+
+def error_event(code: str, message: str, **details) -> dict:
+    return _event("error", code=code, message=message, **details)
+
+
+def encode_event(event: dict) -> str:
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,52 @@
+"""Progress reporting: a ticker thread turns counters into `progress` events about once a second."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from engines.contract import progress_event
+
+Emit = Callable[[dict], None]
+
+
+class Progress:
+    def __init__(self, emit: Emit | None, phase: str, total: int, interval: float = 1.0):
+        self.emit = emit
+        self.phase = phase
+        self.total = total
+        self.done = 0
+        self.interval = interval
+        self.started = time.monotonic()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.done += n
+
+    def snapshot(self) -> dict:
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        rate = self.done / elapsed
+        remaining = max(self.total - self.done, 0)
+        eta = remaining / rate if rate > 0 else None
+        return progress_event(self.phase, self.done, self.total, rate, eta)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.emit(self.snapshot())
+
+    def __enter__(self) -> Progress:
+        if self.emit is not None:
+            self._thread = threading.Thread(target=self._tick, name="progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            if exc[0] is None:
+                self.emit(self.snapshot())
