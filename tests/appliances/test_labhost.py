@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from appliances import REPO_DIR
+from appliances import REPO_DIR, var_dir
 from appliances.labhost import LabHost, LabHostError, cleanup_leftovers
 from appliances.transports.ssh import SSHTransport, scan_host_key
 from tests.appliances.conftest import ROOT_PASSWORD, USER_PASSWORD, create_lab, needs_root
@@ -54,7 +54,8 @@ def test_leftovers_of_a_crashed_run_are_cleaned_up():
               "h = LabHost.create('crashed-va', 'Root-Pass-1', 'User-Pass-1', 1); "
               "print(h.info.namespace, h.state['sshd_pid'], h.info.workdir, flush=True); os._exit(0)")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_DIR, timeout=60,
-                         env={"PYTHONPATH": str(REPO_DIR), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+                         env={"PYTHONPATH": str(REPO_DIR), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                              "VAFLEET_VAR_DIR": str(var_dir())})
     namespace, pid, workdir = out.stdout.split()
     assert namespace in _namespaces()  # the crashed run left it behind
     removed = cleanup_leftovers()
