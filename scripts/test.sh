@@ -64,6 +64,9 @@ while IFS= read -r line; do
     esac
 done < <("$ROOT/scripts/scaleout-services.sh")
 [[ ${#scaleout_env[@]} -eq 2 ]] || die "PostgreSQL and Redis could not be started for the scale-out run."
+# Queued tasks left by an earlier run are signed with another secret key: start empty.
+redis_url="${scaleout_env[1]#VAFLEET_REDIS_URL=}"
+redis-cli -u "$redis_url" FLUSHDB >/dev/null || die "could not empty Redis database $redis_url for the scale-out run."
 run_pytest scaleout "$required_scaleout" "${scaleout_env[@]}"
 
 # An interrupted run leaves its test databases behind: drop this run's.

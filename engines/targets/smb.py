@@ -43,6 +43,9 @@ _SESSION_SETUP = threading.Lock()
 BUSY_WAIT = 3.0  # seconds to wait out a reader holding a file that replace() must overwrite
 
 
+# Socket errors of a connection closed under a running operation (e.g. the server died).
+DROPPED = {errno.EBADF, errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ECONNABORTED}
+
 def _retry_busy(call: Callable[[], T], statuses: tuple[int, ...]) -> T:
     """Samba refuses to open a file while it is being renamed, and to rename over a file that
     a reader holds open (Windows semantics): both last only as long as one read."""
@@ -133,6 +136,10 @@ class SmbTarget(Target):
             raise TargetUnreachable(f"The connection to {self.where} dropped while trying to {action} {path} "
                                     f"({exc}): check the server and network, then retry.") from exc
         except (SMBException, OSError) as exc:
+            if getattr(exc, "errno", None) in DROPPED:
+                self.pool.discard()
+                raise TargetUnreachable(f"The connection to {self.where} dropped while trying to {action} {path} "
+                                        f"({exc}): check the server and network, then retry.") from exc
             status = _status(exc)
             if status in FULL or getattr(exc, "errno", None) == errno.ENOSPC:
                 raise TargetFull(f"{self.where} is full while trying to {action} {path}: free space on the share "
