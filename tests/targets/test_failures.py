@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -187,7 +188,8 @@ def test_server_killed_mid_transfer(own_server):
         server.kill()
         thread.join(60)
         assert outcome and isinstance(outcome[0], TargetUnreachable), outcome
-        assert "check the server" in str(outcome[0])
+        # Dropped mid-write, or refused when the upload reconnects: either sentence says what to check.
+        assert re.search(r"check the (\w+ )?server", str(outcome[0])), outcome[0]
         assert not (on_disk / "big").exists()  # never a partial file under the final name
         server.start()  # same port: the target reconnects on its own
         assert target.get("config") == b"before"
