@@ -19,7 +19,7 @@ from engines.errors import (
     TargetUnreachable,
 )
 from engines.targets.base import Entry, Target, TargetSpec
-from engines.targets.remote import TEMP_MARK, PerThread, is_temp, join, temp_name
+from engines.targets.remote import TEMP_MARK, PerThread, is_temp, join, temp_name, write_in_blocks
 
 T = TypeVar("T")
 BLOCK = 1 << 20
@@ -150,12 +150,10 @@ class FtpTarget(Target):
 
     # -- protocol helpers --------------------------------------------------------------------
     def _store(self, ftp: ftplib.FTP, name: str, data: bytes | memoryview) -> None:
-        view = memoryview(data).cast("B")
         conn = ftp.transfercmd(f"STOR {name}")
         try:
             with conn:
-                for offset in range(0, len(view), BLOCK):
-                    conn.sendall(view[offset:offset + BLOCK])
+                write_in_blocks(conn.sendall, data, BLOCK)
                 if isinstance(conn, ssl.SSLSocket):
                     conn.unwrap()
         except OSError:

@@ -23,7 +23,7 @@ from engines.errors import (
     TargetUnreachable,
 )
 from engines.targets.base import Entry, Target, TargetSpec
-from engines.targets.remote import PerThread, clean_relative, is_temp, join, temp_name
+from engines.targets.remote import PerThread, clean_relative, is_temp, join, temp_name, write_in_blocks
 
 BLOCK = 4 << 20  # per write() call; nfs-rs splits it into parallel WRITEs of the negotiated size
 DROPPED = (nfs_rs.NfsConnectionError, nfs_rs.NfsTimeoutError, nfs_rs.NfsClientClosedError, ConnectionError,
@@ -127,9 +127,7 @@ class NfsTarget(Target):
             handle = client.open(tmp, "wb")
         try:
             with handle:
-                view = memoryview(data).cast("B")
-                for offset in range(0, len(view), BLOCK):
-                    handle.write(view[offset:offset + BLOCK])
+                write_in_blocks(handle.write, data, BLOCK)
         except BaseException:
             self._remove_quietly(client, tmp)  # a partial temporary file would hold the space left
             raise

@@ -16,6 +16,13 @@ Conn = TypeVar("Conn")
 TEMP_MARK = ".vaf-tmp-"  # written by put() before the rename; hidden from list()
 
 
+def write_in_blocks(write: Callable[[memoryview], object], data: bytes | memoryview, block: int) -> None:
+    """Hand `data` to a file handle's `write` in `block`-sized slices, copying nothing."""
+    view = memoryview(data).cast("B")
+    for offset in range(0, len(view), block):
+        write(view[offset:offset + block])
+
+
 def temp_name(path: str) -> str:
     """A unique sibling of `path`, so the final rename stays within one directory."""
     folder, name = posixpath.split(path)

@@ -25,7 +25,7 @@ from engines.errors import (
     TargetUnreachable,
 )
 from engines.targets.base import Entry, Target, TargetSpec
-from engines.targets.remote import PerThread, clean_relative, is_temp, temp_name
+from engines.targets.remote import PerThread, clean_relative, is_temp, temp_name, write_in_blocks
 
 BLOCK = 4 << 20
 T = TypeVar("T")
@@ -176,9 +176,7 @@ class SmbTarget(Target):
             handle = smbclient.open_file(tmp, mode="wb", **kw)
         try:
             with handle:
-                view = memoryview(data).cast("B")
-                for offset in range(0, len(view), BLOCK):
-                    handle.write(view[offset:offset + BLOCK])
+                write_in_blocks(handle.write, data, BLOCK)
         except BaseException:
             self._remove_quietly(tmp, kw)  # a partial temporary file would hold the space left
             raise
