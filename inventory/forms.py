@@ -8,22 +8,18 @@ from pathlib import Path
 from django import forms
 
 from inventory.connectors import LABELS
+from inventory.connectors.base import canonical_thumbprint
 from inventory.models import Connection
-
-THUMBPRINT = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){31}$")
 
 
 def normalize_thumbprint(value: str) -> str:
     """'aa:bb..', 'AABB..' or 'aa bb ..' -> 'AA:BB:..'; raises ValidationError when it is not SHA-256."""
-    digits = re.sub(r"[\s:]", "", value or "").upper()
-    if not digits:
-        return ""
-    pretty = ":".join(digits[i:i + 2] for i in range(0, len(digits), 2))
-    if not THUMBPRINT.match(pretty):
+    try:
+        return canonical_thumbprint(value)
+    except ValueError:
         raise forms.ValidationError(
             "The thumbprint must be a SHA-256 fingerprint: 64 hexadecimal digits, in pairs separated by colons."
-        )
-    return pretty
+        ) from None
 
 
 def _css_class(widget: forms.Widget) -> str:

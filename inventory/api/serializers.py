@@ -12,6 +12,7 @@ from pathlib import Path
 from rest_framework import serializers
 
 from inventory.connectors import LABELS, REGISTRY
+from inventory.connectors.base import canonical_thumbprint
 from inventory.models import (
     Cluster,
     Connection,
@@ -23,8 +24,6 @@ from inventory.models import (
     VirtualMachine,
 )
 
-# SHA-256 fingerprint: 32 bytes as hex pairs separated by colons.
-THUMBPRINT = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){31}$")
 HOST = re.compile(r"[A-Za-z0-9.\-:\[\]_]+")
 
 
@@ -88,16 +87,13 @@ class ConnectionSerializer(serializers.ModelSerializer):
 
     def validate_tls_thumbprint(self, value: str) -> str:
         # Accept what tools print (colons, spaces or none) and store the one form the connector compares.
-        digits = re.sub(r"[:\s]", "", value).upper()
-        if not digits:
-            return ""
-        canonical = ":".join(digits[i:i + 2] for i in range(0, len(digits), 2))
-        if not THUMBPRINT.match(canonical):
+        try:
+            return canonical_thumbprint(value)
+        except ValueError:
             raise serializers.ValidationError(
                 "The thumbprint must be the certificate's SHA-256 fingerprint: 32 hex byte pairs "
                 "separated by colons, like AB:CD:...; copy it from the connection test."
-            )
-        return canonical
+            ) from None
 
     def validate_options(self, value) -> dict:
         if not isinstance(value, dict):

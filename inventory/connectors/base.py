@@ -6,6 +6,7 @@ a worker or a script. Errors that reach users are ConnectorError sentences.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -49,6 +50,20 @@ class ChangeIdUnknown(ConnectorError):
     """Changed-block tracking cannot answer for this change id (reset, off, other disk): read the whole disk."""
 
     code = "change_id_unknown"
+
+
+SHA256_THUMBPRINT = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){31}$")
+
+
+def canonical_thumbprint(value: str) -> str:
+    """'aa:bb..', 'AABB..' or 'aa bb ..' -> 'AA:BB:..' ('' stays ''); ValueError when it is not SHA-256."""
+    digits = re.sub(r"[\s:]", "", value or "").upper()
+    if not digits:
+        return ""
+    canonical = ":".join(digits[i:i + 2] for i in range(0, len(digits), 2))
+    if not SHA256_THUMBPRINT.match(canonical):
+        raise ValueError(f"{value!r} is not a SHA-256 thumbprint")
+    return canonical
 
 
 @dataclass
