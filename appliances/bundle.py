@@ -21,6 +21,7 @@ import platform
 import re
 import sys
 import tarfile
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,7 +123,7 @@ def wheel_for(dist: md.Distribution) -> Path:
     if info_dir is None:
         raise BundleError(f"{name} {dist.version} has no RECORD to repack: reinstall it with pip.")
     record = []
-    tmp = target.with_name(f".{target.name}.{os.getpid()}")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
     with zipfile.ZipFile(tmp, "w") as whl:
         for file in sorted(dist.files, key=str):
             rel = str(file)
@@ -186,7 +187,7 @@ def build_bundle(package_dir: Path | None = None, out_dir: Path | None = None) -
         with zipfile.ZipFile(whl) as z:
             unpacked += whl.stat().st_size + sum(i.file_size for i in z.infolist())  # wheel kept until unzipped
     manifest = {"version": version, "files": listing}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
     with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
         _add(tar, "manifest.json", json.dumps(manifest, indent=1, sort_keys=True).encode())
         for name in sorted(files):
@@ -199,7 +200,7 @@ def build_bundle(package_dir: Path | None = None, out_dir: Path | None = None) -
     descriptor_text = json.dumps(descriptor, sort_keys=True)
     signature = base64.b64encode(signing_key().sign(descriptor_text.encode())).decode()
     tmp.replace(path)
-    sig_tmp = sig_path.with_name(f".{sig_path.name}.{os.getpid()}")
+    sig_tmp = sig_path.with_name(f".{sig_path.name}.{os.getpid()}.{threading.get_ident()}")
     sig_tmp.write_text(json.dumps({"descriptor": descriptor_text, "signature": signature}))
     sig_tmp.replace(sig_path)
     _prune_old(out_dir, keep=3)

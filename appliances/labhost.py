@@ -4,15 +4,17 @@ Each lab VA gets a /30 from 10.231.0.0/16 on its own veth (traffic only between 
 the namespace), its own host key and sshd config, and its own `root` and non-root user. The users
 live in a private mount namespace of the VA's sshd (its own /etc/passwd, /etc/shadow, /etc/group
 bind-mounted over the real ones), so the machine's real accounts are never touched. State is kept
-under `<var>/lab-appliances/<id>/`; a VA whose creating process died is a leftover that
-`cleanup_leftovers()` (also run by every `create`) removes.
+under `<var>/lab-appliances/<id>/`. A VA made for a test belongs to its creating process: once
+that process died it is a leftover that `cleanup_leftovers()` (also run by every `create`)
+removes. A VA made with `persistent=True` belongs to the fleet: it outlives its creator, is never
+a leftover, and `ensure_running()` brings it back (same address, host key and users) after this
+machine rebooted or its sshd died. Addresses, namespaces and veth pairs: `appliances.labnet`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import ipaddress
 import json
 import os
 import re
@@ -25,11 +27,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from appliances import var_dir
+from appliances import labnet, var_dir
 from appliances.keys import fingerprint
+from appliances.labnet import SLOTS, SUBNET, LabHostError
 
-SUBNET = ipaddress.ip_network("10.231.0.0/16")
-SLOTS = SUBNET.num_addresses // 4
+__all__ = ["SLOTS", "SUBNET", "LabHost", "LabHostError", "LabHostInfo", "cleanup_leftovers", "lab_root", "require_root"]
+
+FLEET_OWNER = "fleet"  # owner of persistent VAs; test VAs are owned by their creating process
+ID_RE = re.compile(r"^[0-9a-f]{6}$")
 ENGINE_DIR = "vafleet"  # relative to the login's home: where the VA side installs engines
 HOSTNAME_RE = re.compile(r"^(?=.{1,63}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?$", re.IGNORECASE)
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,30}$")
@@ -40,10 +45,6 @@ START_SCRIPT = (
     'mount --bind "$d/etc/group" /etc/group && hostname "$h" && '
     '{ [ -z "$m" ] || mount -t tmpfs -o "size=${m}m,mode=755" vafleet "$d/home/root/vafleet"; } && exec "$@"'
 )
-
-
-class LabHostError(RuntimeError):
-    """A lab appliance could not be created or removed; the message says why and what to do."""
 
 
 @dataclass
@@ -75,14 +76,6 @@ def require_root() -> None:
                            "or use the `local` transport for a single-machine setup.")
 
 
-def _run(argv: list[str], stdin: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(argv, input=stdin, capture_output=True, timeout=30)
-    if check and proc.returncode != 0:
-        raise LabHostError(f"`{' '.join(argv[:4])}` failed (exit {proc.returncode}): "
-                           f"{proc.stderr.decode(errors='replace').strip()}")
-    return proc
-
-
 def _start_time(pid: int) -> str | None:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
@@ -91,7 +84,7 @@ def _start_time(pid: int) -> str | None:
 
 
 def _password_hash(password: str) -> str:
-    return _run(["openssl", "passwd", "-6", "-stdin"], stdin=password.encode() + b"\n").stdout.decode().strip()
+    return labnet.run(["openssl", "passwd", "-6", "-stdin"], stdin=password.encode() + b"\n").stdout.decode().strip()
 
 
 class LabHost:
@@ -104,7 +97,10 @@ class LabHost:
 
     @classmethod
     def create(cls, name: str, password_root: str, password_user: str, vcpus: int = 2, *,
-               user: str = "vauser", disk_mib: int | None = None) -> LabHost:
+               user: str = "vauser", disk_mib: int | None = None, address: str | None = None,
+               persistent: bool = False) -> LabHost:
+        """Make and start a VA. `address` None = the first free slot (the lab's "DHCP"), else a static
+        10.231.x.y with y % 4 == 2 that no other VA uses. `persistent` = owned by the fleet, not this process."""
         require_root()
         if not HOSTNAME_RE.match(name):
             raise LabHostError(f"Host name {name!r} is not valid: use letters, digits and hyphens (1-63 characters).")
@@ -112,23 +108,48 @@ class LabHost:
             raise LabHostError(f"User name {user!r} is not valid: use lower-case letters, digits, '_' or '-'.")
         if vcpus < 1:
             raise LabHostError(f"A lab appliance needs at least one vCPU (got {vcpus}).")
+        if address is not None:
+            labnet.slot_of(address)  # the rule, before anything is made
         root = lab_root()
         cleanup_leftovers()
-        with _alloc_lock(root):
-            slot = _free_slot(root)
-            ident = secrets.token_hex(3)
-            workdir = root / ident
-            workdir.mkdir(mode=0o755)
-            state = {"owner_pid": os.getpid(), "owner_start": _start_time(os.getpid()), "slot": slot,
-                     "namespace": f"vafleet-{ident}", "veth": f"vf{ident}", "sshd_pid": None, "info": None}
-            (workdir / "state.json").write_text(json.dumps(state))
-        host = cls(workdir)
+        host = None
         try:
+            with labnet.alloc_lock():
+                slot = labnet.take_slot(root, address)
+                ident = secrets.token_hex(3)
+                workdir = root / ident
+                workdir.mkdir(mode=0o755)
+                # owned by this process until it is complete: a crash half-way leaves a leftover, not a fleet VA
+                state = {"owner": "process", "owner_pid": os.getpid(), "owner_start": _start_time(os.getpid()),
+                         "slot": slot, "namespace": f"vafleet-{ident}", "veth": f"vf{ident}", "sshd_pid": None,
+                         "info": None}
+                (workdir / "state.json").write_text(json.dumps(state))
+                host = cls(workdir)
+                labnet.up(state["namespace"], state["veth"], slot)
             host._build(name, password_root, password_user, vcpus, user, disk_mib)
+            if persistent:
+                host.state["owner"] = FLEET_OWNER
+                host._save()
         except BaseException:
-            host.destroy()
+            if host is not None:
+                host.destroy()
             raise
         return host
+
+    @classmethod
+    def find(cls, ident: str) -> LabHost | None:
+        """The lab appliance with this id (`info.id`), or None when there is none."""
+        workdir = lab_root() / str(ident)
+        if not ID_RE.match(str(ident)) or not (workdir / "state.json").is_file():
+            return None
+        try:
+            return cls(workdir)
+        except (OSError, ValueError):
+            return None
+
+    @property
+    def persistent(self) -> bool:
+        return self.state.get("owner") == FLEET_OWNER
 
     def _save(self) -> None:
         tmp = self.workdir / "state.json.tmp"
@@ -138,17 +159,8 @@ class LabHost:
     def _build(self, name: str, password_root: str, password_user: str, vcpus: int, user: str,
                disk_mib: int | None) -> None:
         st, d = self.state, self.workdir
-        base = SUBNET.network_address + 4 * st["slot"]
-        host_addr, va_addr = str(base + 1), str(base + 2)
-        ns, veth = st["namespace"], st["veth"]
-        _run(["ip", "netns", "add", ns])
-        _run(["ip", "link", "add", veth + "h", "type", "veth", "peer", "name", veth + "v"])
-        _run(["ip", "link", "set", veth + "v", "netns", ns])
-        _run(["ip", "addr", "add", f"{host_addr}/30", "dev", veth + "h"])
-        _run(["ip", "link", "set", veth + "h", "up"])
-        for argv in (["ip", "addr", "add", f"{va_addr}/30", "dev", veth + "v"], ["ip", "link", "set", veth + "v", "up"],
-                     ["ip", "link", "set", "lo", "up"]):
-            _run(["ip", "netns", "exec", ns, *argv])
+        host_addr, va_addr = labnet.addresses(st["slot"])
+        ns = st["namespace"]
         uid = 62000 + st["slot"] % 3000  # above normal users; only exists inside the VA's passwd
         etc, home_root, home_user = d / "etc", d / "home" / "root", d / "home" / user
         for path in (etc, d / "home", home_root / ".ssh", home_root / ENGINE_DIR, home_user):
@@ -167,7 +179,7 @@ class LabHost:
         with os.fdopen(fd, "w") as fh:
             fh.write(shadow)
         key = etc / "ssh_host_ed25519_key"
-        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)])
+        labnet.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)])
         config = etc / "sshd_config"
         config.write_text("\n".join([
             "Port 22", f"ListenAddress {va_addr}", f"HostKey {key}", f"PidFile {d / 'sshd.pid'}",
@@ -175,7 +187,7 @@ class LabHost:
             "PubkeyAuthentication yes", "PermitRootLogin yes", f"AllowUsers root {user}",
             "AuthorizedKeysFile .ssh/authorized_keys", "StrictModes yes", "Subsystem sftp internal-sftp",
             "MaxStartups 200", "MaxSessions 64", "LoginGraceTime 20", "LogLevel INFO", ""]))
-        _run(["/usr/sbin/sshd", "-t", "-f", str(config)])
+        labnet.run(["/usr/sbin/sshd", "-t", "-f", str(config)])
         st["name"], st["disk_mib"], st["address"] = name, disk_mib, va_addr
         self._start_sshd()
         public = (etc / "ssh_host_ed25519_key.pub").read_text().strip()
@@ -192,7 +204,7 @@ class LabHost:
         key = self.workdir / "etc" / "ssh_host_ed25519_key"
         key.unlink()
         key.with_suffix(".pub").unlink()
-        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)])
+        labnet.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)])
         self._stop_processes()
         self._start_sshd()
         public = key.with_suffix(".pub").read_text().strip()
@@ -224,22 +236,55 @@ class LabHost:
                     os.killpg(pid, sig)
                 if _reaped(pid, 2.0):
                     break
-        proc = _run(["ip", "netns", "pids", ns], check=False)
-        for text in proc.stdout.decode().split():
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(text), signal.SIGKILL)  # everything in our own namespace is ours
+        if not labnet.namespace_exists(ns):
+            return
+        for other in labnet.namespace_pids(ns):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(other, signal.SIGKILL)  # everything in our own namespace is ours
         for _ in range(100):
-            if not _run(["ip", "netns", "pids", ns], check=False).stdout.strip():
+            if not labnet.namespace_pids(ns):
                 break
             time.sleep(0.05)
 
+    @property
+    def running(self) -> bool:
+        """Are its namespace, veth and address in place and its sshd alive and listening?"""
+        st = self.state
+        if not labnet.is_up(st["namespace"], st["veth"], st["slot"]) or not _alive(st.get("sshd_pid"), self.workdir):
+            return False
+        with contextlib.suppress(OSError), socket.create_connection((st["address"], 22), timeout=2):
+            return True
+        return False
+
+    def ensure_running(self) -> bool:
+        """Bring the VA back if its namespace, veth or sshd is gone (reboot, killed sshd), with the same
+        address, host key and users; returns True if it had to restart it. The engine directory of a VA
+        made with `disk_mib` is a tmpfs, so what it held is gone after a restart (the server reinstalls)."""
+        if self.info is None:
+            raise LabHostError(f"Lab appliance {self.workdir.name} was never completed; remove it and deploy again.")
+        if self.running:
+            return False
+        require_root()
+        with open(self.workdir / ".restart.lock", "a") as lock:  # one restart at a time (several health checks)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.state = st = json.loads((self.workdir / "state.json").read_text())
+            if self.running:
+                return False
+            self._stop_processes()
+            with labnet.alloc_lock():
+                labnet.down(st["namespace"], st["veth"])
+                if labnet.host_address_in_use(st["slot"]):
+                    raise LabHostError(f"Cannot restart lab appliance {self.info.name}: its address {st['address']} "
+                                       f"is now used on this machine ({labnet.addresses(st['slot'])[0]} is on another "
+                                       "interface); remove that interface or redeploy the appliance.")
+                labnet.up(st["namespace"], st["veth"], st["slot"])
+            self._start_sshd()
+        return True
+
     def destroy(self) -> None:
         """Remove the namespace, its processes and files; safe to call twice or after a crash."""
-        ns = self.state["namespace"]
-        if Path(f"/run/netns/{ns}").exists():
-            self._stop_processes()
-            _run(["ip", "netns", "del", ns], check=False)
-        _run(["ip", "link", "del", self.state["veth"] + "h"], check=False)
+        self._stop_processes()
+        labnet.down(self.state["namespace"], self.state["veth"])
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -267,24 +312,14 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-@contextlib.contextmanager
-def _alloc_lock(root: Path):
-    with open(root / ".alloc.lock", "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
-
-
-def _free_slot(root: Path) -> int:
-    used = set()
-    for state in root.glob("*/state.json"):
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            used.add(json.loads(state.read_text())["slot"])
-    taken = _run(["ip", "-o", "-4", "addr"], check=False).stdout.decode()
-    for slot in range(SLOTS):
-        base = SUBNET.network_address + 4 * slot
-        if slot not in used and f" {base + 1}/" not in taken:
-            return slot
-    raise LabHostError("No free lab address in 10.231.0.0/16: remove unused lab appliances.")
+def _alive(pid: int | None, workdir: Path) -> bool:
+    """Is `pid` a live (not zombie) process of this VA?"""
+    if not pid or str(workdir) not in _cmdline(pid):
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _wait_listening(address: str, port: int, proc: subprocess.Popen, log: Path, timeout: float = 10.0) -> None:
@@ -300,12 +335,16 @@ def _wait_listening(address: str, port: int, proc: subprocess.Popen, log: Path, 
 
 
 def cleanup_leftovers() -> list[str]:
-    """Destroy lab appliances whose creating process is gone (a crashed run); returns their ids."""
+    """Destroy lab appliances whose creating process is gone (a crashed run); returns their ids.
+
+    Fleet-owned (persistent) appliances are never leftovers: only their deployer removes them."""
     removed = []
     for state_file in lab_root().glob("*/state.json"):
         try:
             state = json.loads(state_file.read_text())
         except (OSError, ValueError):
+            continue
+        if state.get("owner") == FLEET_OWNER:
             continue
         if _start_time(state["owner_pid"]) == state.get("owner_start"):
             continue  # its creator is alive: not a leftover

@@ -29,6 +29,9 @@ step "Checking the admin user"
 step "Seeding the lab"
 "$PY" manage.py lab seed
 
+step "Deploying the built-in appliance (engine injected, serving every lab host)"
+"$PY" manage.py fleet local
+
 step "Collecting static files"
 "$PY" manage.py collectstatic --noinput >"$LOG_DIR/collectstatic.log" 2>&1 \
     || { tail -n 30 "$LOG_DIR/collectstatic.log" >&2; die "collecting static files failed (log: $LOG_DIR/collectstatic.log)."; }

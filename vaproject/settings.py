@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "channels",
     "core",
     "inventory",
+    "appliances",
 ]
 
 MIDDLEWARE = [
@@ -203,6 +204,9 @@ SPECTACULAR_SETTINGS = {
 
 # Bounded timeouts for hypervisor connections (seconds).
 VAFLEET_CONNECT_TIMEOUT = env_int("VAFLEET_CONNECT_TIMEOUT", 10)
+VAFLEET_HEALTH_MINUTES = env_int("VAFLEET_HEALTH_MINUTES", 5)
+# How long a new appliance may take to boot and answer on SSH.
+VAFLEET_APPLIANCE_BOOT_SECONDS = env_int("VAFLEET_APPLIANCE_BOOT_SECONDS", 300)
 VAFLEET_LAB_ROOT = Path(env_str("VAFLEET_LAB_ROOT", str(VAR_DIR / "lab"))).resolve()
 
 LOGGING = {

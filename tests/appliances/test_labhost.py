@@ -70,3 +70,10 @@ def test_bad_configuration_is_refused_with_a_sentence():
         LabHost.create("bad name!", ROOT_PASSWORD, USER_PASSWORD, 1)
     with pytest.raises(LabHostError, match="at least one vCPU"):
         LabHost.create("ok-name", ROOT_PASSWORD, USER_PASSWORD, 0)
+
+
+def test_static_addresses_follow_the_lab_rule_and_ids_are_checked():
+    for address in ("10.231.0.1", "10.231.0.4", "10.232.0.2", "192.168.1.2", "not-an-address"):
+        with pytest.raises(LabHostError, match=r"10\.231\.x\.y where y % 4 == 2"):
+            LabHost.create("ok-name", ROOT_PASSWORD, USER_PASSWORD, 1, address=address)
+    assert LabHost.find("../../etc") is None and LabHost.find("000000") is None

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class AppliancesConfig(AppConfig):
+    name = "appliances"
+    verbose_name = "Appliances"
