@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from appliances import live
 from appliances.bundle import Bundle, BundleError, build_bundle
-from appliances.connect import ENGINE_DIR, local_home, transport_for
+from appliances.connect import ENGINE_DIR, local_home, python_for, transport_for
 from appliances.deployers import ApplianceSpec, DeployError, Provisioned, deployer_for
 from appliances.injection import bootstrap, ensure_engine, install_va_side
 from appliances.keys import fingerprint
@@ -102,7 +102,7 @@ def _deploy(appliance: Appliance, progress, item) -> str:
         transport = _first_contact(appliance, made, progress)
         with transport:
             progress("Injecting the engine", 70)
-            result = ensure_engine(transport, current_bundle(), ENGINE_DIR)
+            result = ensure_engine(transport, current_bundle(), ENGINE_DIR, python_for(appliance))
     except BaseException:
         _undo(appliance, deployer)
         raise
@@ -203,7 +203,7 @@ def upgrade(appliance: Appliance, progress, item) -> str:
         with transport_for(appliance) as transport:
             bundle = current_bundle()
             progress(f"Bringing the engine to {bundle.version}", 30)
-            result = ensure_engine(transport, bundle, ENGINE_DIR)
+            result = ensure_engine(transport, bundle, ENGINE_DIR, python_for(appliance))
     except LOST_CONTACT as exc:
         _set_state(appliance, Appliance.State.UNREACHABLE, str(exc), health_message=str(exc)[:500])
         raise
@@ -232,7 +232,7 @@ def engine_ready_transport(appliance: Appliance) -> Transport:
     transport = None
     try:
         transport = transport_for(appliance)
-        result = ensure_engine(transport, current_bundle(), ENGINE_DIR)
+        result = ensure_engine(transport, current_bundle(), ENGINE_DIR, python_for(appliance))
     except BaseException as exc:
         if transport is not None:
             transport.close()

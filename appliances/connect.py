@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+
 from appliances import var_dir
 from appliances.transports import Transport, TransportError
 from appliances.transports.local import LocalTransport
 
 ENGINE_DIR = "vafleet"  # relative to the login's home on every appliance
+
+
+def python_for(appliance) -> str:
+    """The Python that runs the VA-side installer: the server's own on this machine, the image's elsewhere."""
+    return sys.executable if appliance.transport == "local" else "python3"
 
 
 def local_home(appliance) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -32,7 +33,7 @@ def _load_or_create(path: Path, encoding: serialization.PrivateFormat) -> Ed2551
     if not path.exists():
         pem = Ed25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM, encoding,
                                                          serialization.NoEncryption())
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(pem)

@@ -19,6 +19,7 @@ from core.errors import ActionableError
 
 log = logging.getLogger(__name__)
 MAX_PARALLEL = 8
+CHANGES_INVENTORY = (FleetOperation.Kind.DEPLOY, FleetOperation.Kind.REDEPLOY, FleetOperation.Kind.REMOVE)
 
 
 class ItemProgress:
@@ -66,7 +67,18 @@ def run_operation(operation_id: int, parallel: bool = True) -> FleetOperation:
     operation.finished = timezone.now()
     operation.save(update_fields=["state", "message", "finished"])
     live.publish_operation(operation)
+    if operation.kind in CHANGES_INVENTORY:
+        _resync({item.appliance.connection for item in items if item.appliance is not None}
+                | {c for c in (getattr(item, "_connection", None) for item in items) if c is not None})
     return operation
+
+
+def _resync(connections) -> None:
+    """Appliance VMs were made or removed: sync their connections so the inventory shows it."""
+    from inventory.tasks import request_sync
+
+    for hypervisor in connections:
+        request_sync(hypervisor)
 
 
 def _run_in_thread(kind: str, item: FleetOperationItem) -> None:
@@ -99,6 +111,7 @@ def _run_item(kind: str, item: FleetOperationItem) -> None:
         item.message = f"Unexpected error ({type(exc).__name__}: {exc}); see the server log."[:500]
     item.finished = timezone.now()
     if appliance is not None and appliance.pk is None:  # removed: the item keeps its name only
+        item._connection = appliance.connection
         item.appliance = appliance = None
     item.save(update_fields=["state", "percent", "message", "finished", "phase", "bytes_sent"])
     live.publish_item(item)

@@ -30,7 +30,8 @@ step "Seeding the lab"
 "$PY" manage.py lab seed
 
 step "Deploying the built-in appliance (engine injected, serving every lab host)"
-"$PY" manage.py fleet local
+"$PY" manage.py fleet local \
+    || say "warning: the built-in appliance is not ready (see above); the portal shows it and can deploy it again."
 
 step "Collecting static files"
 "$PY" manage.py collectstatic --noinput >"$LOG_DIR/collectstatic.log" 2>&1 \

@@ -5,6 +5,7 @@ Copied to `<engine dir>/install.py` at bootstrap, next to `fleet-signing.pem` (t
 key). Subcommands, each printing JSON lines on stdout:
 
   version           the active engine version, the previous one, free space (one cheap round trip)
+  status            what `version` reports plus load, CPU count, running jobs and the VA's clock
   install BUNDLE    verify size, SHA-256 and Ed25519 signature (envelope on stdin) BEFORE unpacking,
                     unpack into releases/<version>/ (fsync'd), switch `current` atomically, keep
                     `previous` for rollback, prune older releases no job uses
@@ -15,6 +16,13 @@ Locks: `install.lock` (exclusive) serialises installers. A job holds a shared fl
 `releases/<version>/.inuse` for its whole life (the fd is inherited by the engine), and the
 installer deletes a release only after taking that lock exclusively without waiting, so an upgrade
 never waits for a job and never removes files a running job uses.
+
+Running jobs: just before `run` execs the engine it creates `jobs/<pid>.<start>.<boot>`, naming the
+process by pid, start time (clock ticks since boot) and boot id. exec keeps pid and start time,
+so the entry names the engine process for its whole life and never any other process. `status`
+counts the entries whose process is still alive and removes the others (an engine that ended or
+was killed): an entry can only be removed once its process is gone for good, so counting races
+with nothing.
 """
 
 from __future__ import annotations
@@ -77,9 +85,74 @@ def free_bytes(root: str) -> int:
     return st.f_bavail * st.f_frsize
 
 
+def boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            return fh.read().strip().replace("-", "")[:12] or "0"
+    except OSError:
+        return "0"
+
+
+def start_time(pid: int) -> str | None:
+    """The process's start time (field 22 of /proc/<pid>/stat); None when it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
+
+
+def job_entry(pid: int) -> str | None:
+    start = start_time(pid)
+    return None if start is None else f"{pid}.{start}.{boot_id()}"
+
+
+def running_jobs(root: str) -> int:
+    """Engine processes started by `run` that are alive now; entries of ended ones are removed."""
+    jobs = os.path.join(root, "jobs")
+    try:
+        names = os.listdir(jobs)
+    except FileNotFoundError:
+        return 0
+    boot, count = boot_id(), 0
+    for name in names:
+        pid, start, entry_boot = (name.split(".") + ["", ""])[:3]
+        if pid.isdigit() and entry_boot == boot and start_time(int(pid)) == start:
+            count += 1
+            continue
+        try:
+            os.unlink(os.path.join(jobs, name))  # its process has ended: it can never come back
+        except OSError:
+            pass
+    return count
+
+
+def load_1m() -> float | None:
+    try:
+        with open("/proc/loadavg") as fh:
+            return float(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except OSError:
+            return None
+
+
 def cmd_version(root: str) -> int:
     emit(event="version", version=read_link(root, "current"), previous=read_link(root, "previous"),
          free_bytes=free_bytes(root), **platform_tag())
+    return 0
+
+
+def cmd_status(root: str) -> int:
+    """One JSON line for the server's health check; `time` is read last, just before it is sent."""
+    state = dict(version=read_link(root, "current"), previous=read_link(root, "previous"),
+                 free_bytes=free_bytes(root), **platform_tag(), load_1m=load_1m(), cpus=os.cpu_count(),
+                 running_jobs=running_jobs(root))
+    emit(event="status", **state, time=time.time())
     return 0
 
 
@@ -275,6 +348,18 @@ def cmd_rollback(root: str) -> int:
         os.close(lock_fd)
 
 
+def register_job(root: str) -> str | None:
+    """Create this process's `jobs/` entry (it stays valid across exec); returns its path."""
+    name = job_entry(os.getpid())
+    if name is None:
+        return None  # no /proc: jobs are not counted
+    jobs = os.path.join(root, "jobs")
+    os.makedirs(jobs, exist_ok=True)
+    path = os.path.join(jobs, name)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
+    return path
+
+
 def cmd_run(root: str, args: list[str]) -> int:
     for _ in range(5):
         release = os.path.realpath(os.path.join(root, "current"))
@@ -285,7 +370,16 @@ def cmd_run(root: str, args: list[str]) -> int:
             os.set_inheritable(fd, True)  # the engine keeps the shared lock until it exits
             env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(release, "site"), release]),
                        VAFLEET_ENGINE_RELEASE=os.path.basename(release))
-            os.execve(sys.executable, [sys.executable, "-s", "-m", "engines", *args], env)
+            entry = register_job(root)
+            try:
+                os.execve(sys.executable, [sys.executable, "-s", "-m", "engines", *args], env)
+            except BaseException:
+                if entry:
+                    try:
+                        os.unlink(entry)
+                    except OSError:
+                        pass
+                raise
         if fd is not None:
             os.close(fd)  # pruned between resolve and lock: resolve `current` again
     raise InstallError("The engine release changed repeatedly while starting: retry the job.")
@@ -296,6 +390,8 @@ def main(argv: list[str]) -> int:
     try:
         if argv[:1] == ["version"]:
             return cmd_version(root)
+        if argv[:1] == ["status"]:
+            return cmd_status(root)
         if argv[:1] == ["install"] and len(argv) == 2:
             return cmd_install(root, argv[1], sys.stdin.buffer.read())
         if argv[:1] == ["rollback"]:
