@@ -9,7 +9,7 @@ from pyVmomi import vim
 
 from inventory.connectors.base import ConnectionParams, Connector, ConnectorError, NewVmSpec, SnapshotRef
 from inventory.connectors.records import Inventory, ServerInfo
-from inventory.connectors.vsphere import inventory, operations, session
+from inventory.connectors.vsphere import inventory, operations, ovf, session
 from inventory.connectors.vsphere.collector import Collector
 
 T = TypeVar("T")
@@ -94,3 +94,28 @@ class VSphereConnector(Connector):
         collector = self._connect()
         return self._call(f"querying changed blocks of disk {disk_key} of VM {vm}",
                           lambda: operations.changed_areas(collector, vm, snapshot, disk_key, since))
+
+    # -- appliances: OVF import and lifecycle ----------------------------------------------
+    def deploy_ovf(self, spec: ovf.OvfImport, phase: ovf.Phase | None = None) -> tuple[str, list[str]]:
+        """Import an OVF package as a new, powered-off VM; returns its moref and vCenter's warnings."""
+        collector = self._connect()
+        report = phase or (lambda sentence, percent: None)
+        return self._call(f"importing VM {spec.name!r}",
+                          lambda: ovf.deploy(collector, self.params, self._thumbprint, spec, report))
+
+    def power_on(self, vm: str) -> None:
+        collector = self._connect()
+        self._call(f"powering on VM {vm}", lambda: ovf.power_on(collector, vm))
+
+    def destroy_vm(self, vm: str) -> None:
+        """Power off and delete a VM; NotFound when it is already gone."""
+        collector = self._connect()
+        self._call(f"deleting VM {vm}", lambda: ovf.destroy(collector, vm))
+
+    def vapp_properties(self, vm: str, keys: list[str] | None = None) -> dict[str, str]:
+        collector = self._connect()
+        return self._call(f"reading the vApp properties of VM {vm}", lambda: ovf.vapp_properties(collector, vm, keys))
+
+    def guest_address(self, vm: str) -> str:
+        collector = self._connect()
+        return self._call(f"reading the guest address of VM {vm}", lambda: ovf.guest_address(collector, vm))
