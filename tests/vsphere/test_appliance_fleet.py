@@ -82,3 +82,21 @@ def test_no_ssh_answer_fails_with_a_sentence_and_removes_the_vm(vcenter, vcsim_o
     assert appliance.vm_moref == ""  # the imported VM was removed again
     with VSphereConnector(params_for(vcsim_own)) as connector:
         assert "va-silent" not in {vm.name for vm in connector.fetch_inventory().vms}
+
+
+@needs_root
+def test_wrong_root_password_at_bootstrap_fails_and_removes_the_vm(vcenter, vcsim_own):
+    (guest,) = create_lab(1)  # its root password is not the one configured below
+    try:
+        appliance = appliance_on(vcenter, "va-wrongpw", guest.info.address)
+        Appliance.objects.filter(pk=appliance.pk).update(root_password="Another-Root-Pass-9")
+        appliance.refresh_from_db()
+        operation = run_operation(services.start_deploy([appliance], queue=False).pk)
+        item = operation.items.get()
+        appliance.refresh_from_db()
+        assert item.state == "failed" and "refused the password" in item.message
+        assert appliance.state == Appliance.State.FAILED and appliance.vm_moref == ""
+        with VSphereConnector(params_for(vcsim_own)) as connector:
+            assert "va-wrongpw" not in {vm.name for vm in connector.fetch_inventory().vms}
+    finally:
+        guest.destroy()
