@@ -151,7 +151,7 @@ class BackupPipeline:
         distrust = self._cbt_mismatch(disk, base, changed) if base is not None and base.size == size else None
         use_cbt = disk.changed_extents is not None and base is not None and base.size == size and distrust is None
         if use_cbt:
-            record.chunks = dict(base.chunks)  # unchanged chunks keep the parent's ids
+            record.chunks = base.chunks.copy()  # unchanged chunks keep the parent's ids
             extents, how = iter(disk.changed_extents), "the changed extents (CBT)"
         elif distrust is not None:
             extents, how = disk.source.extents(), f"every allocated extent: {distrust}"

@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import re
 import struct
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from urllib.parse import quote, unquote
+
+from engines.repository.chunktable import ChunkTable
 
 FORMAT_NAME = "vafleet-repository"
 FORMAT_VERSION = 1
@@ -142,10 +145,14 @@ class DiskRecord:
 
     name: str
     size: int
-    chunks: dict[int, bytes] = field(default_factory=dict, repr=False)
+    chunks: ChunkTable = field(default_factory=ChunkTable, repr=False)
     change_id: str = ""
     digest: str = ""  # hex BLAKE3 over size and every chunk position's id (see docs)
     stored_bytes: int = 0  # bytes of new chunks this backup uploaded for the disk
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.chunks, ChunkTable):
+            self.chunks = ChunkTable(self.chunks)
 
 
 @dataclass
@@ -190,8 +197,8 @@ class Manifest:
         parts = [MANIFEST_HEADER.pack(MANIFEST_MAGIC, FORMAT_VERSION, len(meta_bytes)), meta_bytes]
         for disk in self.disks:
             table = bytearray(MANIFEST_ENTRY.size * len(disk.chunks))
-            for i, index in enumerate(sorted(disk.chunks)):
-                MANIFEST_ENTRY.pack_into(table, i * MANIFEST_ENTRY.size, index, disk.chunks[index])
+            for i, (index, cid) in enumerate(disk.chunks.items()):  # ascending index order
+                MANIFEST_ENTRY.pack_into(table, i * MANIFEST_ENTRY.size, index, cid)
             parts.append(table)
         return b"".join(parts)
 
@@ -211,7 +218,7 @@ class Manifest:
             end = pos + count * MANIFEST_ENTRY.size
             if end > len(data):
                 raise ValueError("manifest chunk table is truncated")
-            chunks = {index: cid for index, cid in MANIFEST_ENTRY.iter_unpack(data[pos:end])}
+            chunks = ChunkTable(MANIFEST_ENTRY.iter_unpack(memoryview(data)[pos:end]))
             pos = end
             disks.append(
                 DiskRecord(d["name"], d["size"], chunks, d.get("change_id", ""), d.get("digest", ""),
@@ -242,7 +249,7 @@ class Manifest:
         }
 
 
-def disk_digest(size: int, chunk_size: int, chunks: dict[int, bytes], zero_id: bytes, tail_zero_id: bytes) -> str:
+def disk_digest(size: int, chunk_size: int, chunks: Mapping[int, bytes], zero_id: bytes, tail_zero_id: bytes) -> str:
     """BLAKE3 over the disk size (u64 LE) then, for every chunk position in order, its id.
 
     Positions without an entry are zero and contribute the id of a zero chunk (of the tail's
@@ -253,9 +260,10 @@ def disk_digest(size: int, chunk_size: int, chunks: dict[int, bytes], zero_id: b
     count = -(-size // chunk_size)
     h = blake3.blake3(struct.pack("<Q", size))
     position = 0
-    for index in sorted(chunks):
+    pairs = chunks.items() if isinstance(chunks, ChunkTable) else sorted(chunks.items())  # ascending indexes
+    for index, cid in pairs:
         _feed_zero_run(h, zero_id, index - position)
-        h.update(chunks[index])
+        h.update(cid)
         position = index + 1
     if position < count:
         _feed_zero_run(h, zero_id, count - position - 1)
