@@ -78,6 +78,7 @@ def problems(values: dict, instance=None) -> dict[str, list[str]]:
                         f"{others.get(hostname__iexact=hostname).name}.")
     _check_addressing(values, others, add)
     _check_placement(values, add)
+    _check_served(values, add)
     for field, (low, high) in LIMITS.items():
         value = values.get(field)
         if value is None or not low <= int(value) <= high:
@@ -135,6 +136,19 @@ def _check_addressing(values: dict, others, add) -> None:
             ipaddress.IPv4Address(server)
         except ValueError:
             add("dns", f"{server!r} is not an IPv4 address.")
+
+
+def _check_served(values: dict, add) -> None:
+    """Served hosts (one-to-one: its own host; one-to-many: several) belong to the appliance's connection."""
+    host, served = values.get("host"), values.get("served_hosts")
+    if host is None or not served:
+        return
+    elsewhere = [h.name for h in served if h.connection_id != host.connection_id]
+    if elsewhere:
+        add("served_hosts", f"Served hosts must be in the appliance's connection: {', '.join(elsewhere)} is not.")
+    gone = [h.name for h in served if h.connection_id == host.connection_id and h.vanished]
+    if gone:
+        add("served_hosts", f"{', '.join(gone)} no longer exists in the inventory: choose other hosts.")
 
 
 def _lab_address_problem(values: dict, address: str) -> str:

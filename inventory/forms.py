@@ -22,7 +22,7 @@ def normalize_thumbprint(value: str) -> str:
         ) from None
 
 
-def _css_class(widget: forms.Widget) -> str:
+def css_class(widget: forms.Widget) -> str:
     if isinstance(widget, forms.CheckboxInput):
         return "form-check-input"
     return "form-select" if isinstance(widget, forms.Select) else "form-control"
@@ -75,7 +75,7 @@ class ConnectionForm(forms.ModelForm):
         else:
             self.fields["password"].help_text = "Stored encrypted; never shown again."
         for field in self.fields.values():
-            field.widget.attrs["class"] = _css_class(field.widget)
+            field.widget.attrs["class"] = css_class(field.widget)
         for kind, names in self.KIND_FIELDS.items():
             for name in names:
                 self.fields[name].widget.attrs["data-kind"] = kind

@@ -1,3 +1,4 @@
+from appliances.routing import websocket_urlpatterns as appliances_ws
 from inventory.routing import websocket_urlpatterns as inventory_ws
 
-websocket_urlpatterns = [*inventory_ws]
+websocket_urlpatterns = [*inventory_ws, *appliances_ws]

@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 
+from appliances.services import protection_for_vm
 from core.rbac import VIEW
 from core.views import role_required
 from inventory.filtersets import DatastoreFilterSet, HostFilterSet, NetworkFilterSet, VirtualMachineFilterSet
@@ -208,5 +209,6 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "name"
         ),
         "networks": vm.networks.order_by("name"),
+        "protection": protection_for_vm(vm),
     }
     return render(request, "inventory/vm_detail.html", context)

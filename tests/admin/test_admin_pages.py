@@ -26,6 +26,7 @@ def admin_client(client, superuser, synced):
     Token.objects.create(user=superuser)
     background_task_rows()
     channel_layer_rows()
+    appliance_rows(synced)
     client.force_login(superuser)
     return client
 
@@ -56,6 +57,25 @@ def channel_layer_rows() -> None:
     expires = time.time() + 60
     ChannelMessage.objects.create(channel="specific.abc!xyz", inbox="specific.abc!", payload=b"\x80", expires=expires)
     ChannelGroupMember.objects.create(group="connections", channel="specific.abc!xyz", expires=expires)
+
+
+APPLIANCE_ROOT_PASSWORD = "Root-Pass-9182!x"
+
+
+def appliance_rows(connection) -> None:
+    """An appliance and a fleet operation with one item."""
+    from appliances.models import Appliance, FleetOperation, FleetOperationItem
+    from inventory.models import Datastore, Host, Network
+
+    host = Host.objects.filter(connection=connection).order_by("name").first()
+    appliance = Appliance.objects.create(
+        name="va-admin", hostname="va-admin", connection=connection, host=host,
+        datastore=Datastore.objects.get(name="shared-nfs"), network=Network.objects.get(name="VM Network"),
+        root_password=APPLIANCE_ROOT_PASSWORD, user_password="User-Pass-7731!y",
+    )
+    operation = FleetOperation.objects.create(kind="deploy", state="running")
+    FleetOperationItem.objects.create(operation=operation, appliance=appliance, appliance_name=appliance.name,
+                                      phase="Copying the disk", percent=40)
 
 
 def url(model, view: str, *args) -> str:
@@ -151,3 +171,43 @@ def test_token_keys_are_masked(admin_client, superuser):
     page = admin_client.get(reverse("admin:authtoken_tokenproxy_changelist")).content.decode()
     assert key not in page
     assert f"{key[:4]}…" in page
+
+
+def test_appliance_passwords_are_write_only(admin_client):
+    from appliances.models import Appliance
+
+    appliance = Appliance.objects.get(name="va-admin")
+    page = admin_client.get(url(Appliance, "change", appliance.pk)).content.decode()
+    assert 'name="root_password"' in page and 'type="password"' in page
+    assert APPLIANCE_ROOT_PASSWORD not in page
+    assert "Leave blank to keep the stored password." in page
+    assert 'name="engine_version"' not in page  # health is read-only
+
+
+def test_appliance_admin_checks_with_validation_problems(admin_client):
+    from appliances.models import Appliance
+    from inventory.models import Datastore, Host, Network
+
+    hosts = list(Host.objects.order_by("name"))
+    form = {
+        "name": "va-two", "connection": hosts[0].connection_id, "host": hosts[0].pk,
+        "datastore": Datastore.objects.get(name="local-2").pk, "network": Network.objects.get(name="VM Network").pk,
+        "addressing": "dhcp", "hostname": "va-admin", "root_password": "weak", "root_password_confirm": "weak",
+        "user_name": "vauser", "user_password": "", "user_password_confirm": "", "vcpus": "2", "memory_mb": "2048",
+        "transport": "ssh", "port": "22",
+    }
+    page = admin_client.post(url(Appliance, "add"), form).content.decode()
+    assert "already used by appliance va-admin" in page
+    assert "does not mount datastore local-2" in page
+    assert "Enter a password for the non-root user." in page
+    assert not Appliance.objects.filter(name="va-two").exists()
+
+
+def test_fleet_operations_are_read_only_with_their_items(admin_client):
+    from appliances.models import FleetOperation
+
+    operation = FleetOperation.objects.get()
+    page = admin_client.get(url(FleetOperation, "change", operation.pk)).content.decode()
+    assert "Copying the disk" in page
+    assert 'name="_save"' not in page
+    assert admin_client.get(url(FleetOperation, "add")).status_code == 403

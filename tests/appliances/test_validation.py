@@ -92,3 +92,12 @@ def test_lab_appliances_on_ssh_use_the_lab_addresses(place):
     found = problems(values(place, address="192.0.2.10"))
     assert "10.231" in found["address"][0]
     assert "address" not in problems(values(place, address="10.231.0.6", prefix=30, gateway="10.231.0.5"))
+
+
+def test_served_hosts_belong_to_the_connection(place):
+    elsewhere = Connection.objects.create(name="other vc", kind="vsphere", host="vc2.example.test")
+    dc = Datacenter.objects.create(connection=elsewhere, moref="dc-9", name="DC9")
+    foreign = Host.objects.create(connection=elsewhere, moref="host-9", name="esx9", datacenter=dc)
+    found = problems(values(place, served_hosts=[place["host"], foreign]))
+    assert "esx9 is not" in found["served_hosts"][0]
+    assert "served_hosts" not in problems(values(place, served_hosts=[place["host"]]))
