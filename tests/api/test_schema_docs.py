@@ -26,6 +26,9 @@ def test_schema_generates_without_warnings(tmp_path):
     for path in (
         "/api/me/", "/api/token/", "/api/audit/", "/api/inventory/connections/",
         "/api/inventory/connections/{id}/test/", "/api/inventory/connections/{id}/sync/", "/api/inventory/vms/{id}/",
+        "/api/appliances/", "/api/appliances/{id}/deploy/", "/api/appliances/{id}/redeploy/",
+        "/api/appliances/{id}/check/", "/api/appliances/bulk/", "/api/appliances/upgrade/",
+        "/api/appliances/protection/", "/api/appliances/operations/", "/api/appliances/operations/{id}/",
     ):
         assert path in paths, path
 
@@ -35,6 +38,9 @@ def test_password_is_write_only_in_schema(db):
     components = schema["components"]["schemas"]
     assert "password" not in components["Connection"]["properties"]
     assert components["ConnectionRequest"]["properties"]["password"]["writeOnly"] is True
+    for secret in ("root_password", "user_password"):
+        assert secret not in components["Appliance"]["properties"]
+        assert components["ApplianceRequest"]["properties"][secret]["writeOnly"] is True
     assert {"q", "search", "ordering", "limit", "offset", "power_state", "datastore"} <= {
         p["name"] for p in schema["paths"]["/api/inventory/vms/"]["get"]["parameters"]
     }
