@@ -255,7 +255,8 @@ def check_all(max_workers: int = 16) -> dict:
 
 
 def health_round_task() -> dict:
-    """The scheduled health round; a round still running on this server makes the next one a no-op."""
+    """The scheduled health round (and the sweep of operations whose worker died); a round still running on
+    this server makes the next one a no-op."""
     from appliances import var_dir
 
     with open(var_dir() / "health-round.lock", "a") as lock:
@@ -264,6 +265,9 @@ def health_round_task() -> dict:
         except BlockingIOError:
             return {"skipped_round": True, "reason": "The previous health round is still running."}
         try:
-            return check_all()
+            from appliances.operations import sweep_interrupted
+
+            interrupted = sweep_interrupted()
+            return {**check_all(), "interrupted_operations": interrupted}
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)

@@ -118,3 +118,38 @@ def _run_item(kind: str, item: FleetOperationItem) -> None:
     if appliance is not None:
         appliance.refresh_from_db()
         live.publish_appliance(appliance)
+
+
+def sweep_interrupted(now=None) -> int:
+    """End operations whose worker died (running longer than a task may live): open items failed with a
+    sentence, appliances left deploying or removing marked failed. Returns how many were ended.
+
+    Queued operations are left alone: they wait for a free worker, however long that takes."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.db import transaction
+
+    from appliances.models import Appliance
+
+    now = now or timezone.now()
+    limit = now - timedelta(seconds=settings.Q_CLUSTER["timeout"] + 60)
+    stale = FleetOperation.objects.filter(state=FleetOperation.State.RUNNING, started__lt=limit)
+    ended = 0
+    for operation in stale:
+        sentence = ("This operation was interrupted (its worker stopped or the task was lost); nothing more will "
+                    "happen: check the appliance and start the action again.")
+        with transaction.atomic():
+            open_items = operation.items.filter(state__in=(FleetOperationItem.State.QUEUED,
+                                                           FleetOperationItem.State.RUNNING))
+            appliance_ids = list(open_items.values_list("appliance_id", flat=True))
+            open_items.update(state=FleetOperationItem.State.FAILED, message=sentence, finished=now)
+            for appliance in Appliance.objects.filter(pk__in=appliance_ids, state__in=(
+                    Appliance.State.DEPLOYING, Appliance.State.REMOVING)):
+                appliance.state, appliance.state_message = Appliance.State.FAILED, sentence
+                appliance.save(update_fields=["state", "state_message", "updated"])
+            operation.state, operation.message, operation.finished = FleetOperation.State.FAILED, sentence, now
+            operation.save(update_fields=["state", "message", "finished"])
+        live.publish_operation(operation)
+        ended += 1
+    return ended

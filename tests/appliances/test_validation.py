@@ -6,42 +6,8 @@ import pytest
 
 from appliances.models import Appliance
 from appliances.validation import problems
-from inventory.models import Connection, Datacenter, Datastore, Host, Network
-
-GIB = 1 << 30
-GOOD = "Strong-Pass-42x"
-
-
-@pytest.fixture
-def place(db):
-    connection = Connection.objects.create(name="vc", kind="vsphere", host="vc.example.test")
-    dc = Datacenter.objects.create(connection=connection, moref="dc-1", name="DC")
-    host, other = (Host.objects.create(connection=connection, moref=f"host-{n}", name=f"esx{n}", datacenter=dc)
-                   for n in (1, 2))
-    big = Datastore.objects.create(connection=connection, moref="ds-1", name="big", datacenter=dc,
-                                   capacity_bytes=500 * GIB, free_bytes=200 * GIB)
-    big.hosts.set([host])
-    small = Datastore.objects.create(connection=connection, moref="ds-2", name="small", datacenter=dc,
-                                     capacity_bytes=10 * GIB, free_bytes=1 * GIB)
-    small.hosts.set([host])
-    elsewhere = Datastore.objects.create(connection=connection, moref="ds-3", name="elsewhere", datacenter=dc,
-                                         capacity_bytes=500 * GIB, free_bytes=200 * GIB)
-    elsewhere.hosts.set([other])
-    network = Network.objects.create(connection=connection, moref="net-1", name="VM Network", datacenter=dc)
-    network.hosts.set([host])
-    dvpg = Network.objects.create(connection=connection, moref="dvpg-1", name="DR", datacenter=dc, kind="distributed")
-    dvpg.hosts.set([other])
-    return {"connection": connection, "host": host, "big": big, "small": small, "elsewhere": elsewhere,
-            "network": network, "dvpg": dvpg}
-
-
-def values(place, **changes) -> dict:
-    base = {"name": "va-1", "hostname": "va-1", "connection": place["connection"], "host": place["host"],
-            "datastore": place["big"], "network": place["network"], "addressing": "static",
-            "address": "192.0.2.10", "prefix": 24, "gateway": "192.0.2.1", "dns": "192.0.2.53, 192.0.2.54",
-            "root_password": GOOD, "user_name": "vauser", "user_password": GOOD + "u", "vcpus": 2,
-            "memory_mb": 2048, "transport": "ssh"}
-    return {**base, **changes}
+from inventory.models import Connection, Datacenter, Host
+from tests.appliances.conftest import values
 
 
 def test_a_good_configuration_has_no_problem(place):
@@ -101,3 +67,4 @@ def test_served_hosts_belong_to_the_connection(place):
     found = problems(values(place, served_hosts=[place["host"], foreign]))
     assert "esx9 is not" in found["served_hosts"][0]
     assert "served_hosts" not in problems(values(place, served_hosts=[place["host"]]))
+
