@@ -144,10 +144,10 @@ def verify(target: TargetLike, passphrase: str, *, vm: str | None = None, restor
 
 
 def prune(target: TargetLike, passphrase: str, *, retention: dict, grace_seconds: float = prune_mod.GRACE_SECONDS,
-          dry_run: bool = False, emit: Emit | None = None) -> dict:
+          dry_run: bool = False, emit: Emit | None = None, cancel: threading.Event | None = None) -> dict:
     with open_repository(target, passphrase) as repo:
         return prune_mod.prune(repo, prune_mod.Retention.from_dict(retention), grace_seconds=grace_seconds,
-                               dry_run=dry_run, emit=emit)
+                               dry_run=dry_run, emit=emit, cancel=cancel)
 
 
 def stats(target: TargetLike, passphrase: str) -> dict:
@@ -177,7 +177,7 @@ def run_job(job: JobSpec, emit: Emit | None = None, cancel: threading.Event | No
                                  threads=o.get("threads"), repair=bool(o.get("repair")), emit=emit, cancel=cancel),
         "prune": lambda: prune(job.target, job.passphrase, retention=o.get("retention") or {},
                                grace_seconds=float(o.get("grace_seconds", prune_mod.GRACE_SECONDS)),
-                               dry_run=bool(o.get("dry_run")), emit=emit),
+                               dry_run=bool(o.get("dry_run")), emit=emit, cancel=cancel),
         "stats": lambda: stats(job.target, job.passphrase),
         "change_passphrase": lambda: change_passphrase(job.target, job.passphrase, str(o.get("new_passphrase", ""))),
         "catalog": lambda: rebuild_catalog(job.target, job.passphrase),

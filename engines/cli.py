@@ -1,7 +1,9 @@
 """The engine process: a JSON job spec on stdin, JSON-lines events on stdout, logs on stderr.
 
 Exit code 0 on success. SIGTERM (or SIGINT) asks the running operation to stop at the next
-chunk; a backup then writes no restore point and ends with an `error` event coded `cancelled`.
+chunk or file: a backup then writes no restore point, a prune stops between two deletions
+(the repository stays consistent), and either ends with an `error` event coded `cancelled`
+(exit code 143), its repository lock released.
 """
 
 from __future__ import annotations

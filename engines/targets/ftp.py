@@ -25,6 +25,7 @@ T = TypeVar("T")
 BLOCK = 1 << 20
 DROPPED = (EOFError, ConnectionError, socket.timeout, ssl.SSLError, ftplib.error_proto, ftplib.error_reply)
 FULL_CODES = ("451", "452", "552")  # vsftpd: "451 Failure writing to local file" on ENOSPC
+NAME_MISMATCH = (62, 64)  # OpenSSL: X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
 LOCK_WAIT = 10.0  # seconds a put_new waits for another one on the same name before breaking its lock
 
 
@@ -105,6 +106,11 @@ class FtpTarget(Target):
         try:
             ftp.auth()
         except ssl.SSLCertVerificationError as exc:
+            if exc.verify_code in NAME_MISMATCH:
+                raise TargetError(f"The TLS certificate of {self.spec.host}:{self.port} is not trusted: it is not "
+                                  f"issued for {self.spec.host} ({exc.verify_message}): connect with a host name "
+                                  "the certificate lists, or reissue the certificate for this name.",
+                                  code="target_tls_untrusted") from exc
             raise TargetError(f"The TLS certificate of {self.spec.host}:{self.port} is not trusted "
                               f"({exc.verify_message}): set the target's ca_file to the server's CA certificate.",
                               code="target_tls_untrusted") from exc
@@ -306,6 +312,11 @@ class FtpTarget(Target):
 
     def free_space(self) -> int | None:
         return None  # FTP has no standard command for it
+
+    def sync(self) -> None:
+        """FTP has no command to make stored files durable: when a STOR's data reaches the disk is
+        the server's decision (vsftpd leaves it to the page cache)."""
+        return None
 
     def close(self) -> None:
         self.pool.close_all()

@@ -1,10 +1,12 @@
 """SFTP target (paramiko): one SSH connection per thread, pipelined writes, prefetched reads,
-atomic overwrite with posix-rename@openssh.com, free space with statvfs@openssh.com."""
+atomic overwrite with posix-rename@openssh.com, free space with statvfs@openssh.com, and every
+uploaded file made durable with fsync@openssh.com before it is renamed into place."""
 
 from __future__ import annotations
 
 import errno
 import io
+import logging
 import socket
 import stat
 import struct
@@ -21,8 +23,10 @@ from paramiko.sftp import (
     CMD_EXTENDED_REPLY,
     CMD_FSTAT,
     CMD_HANDLE,
+    CMD_INIT,
     CMD_OPEN,
     CMD_READ,
+    CMD_VERSION,
     CMD_WRITE,
     SFTP_FLAG_CREATE,
     SFTP_FLAG_READ,
@@ -44,10 +48,38 @@ from engines.errors import (
 from engines.targets.base import Entry, Target, TargetSpec
 from engines.targets.remote import PerThread, is_temp, join, temp_name
 
+log = logging.getLogger(__name__)
+
 # A dropped or silent connection shows up as any of these; the thread's connection is replaced.
 DROPPED = (paramiko.SSHException, EOFError, socket.timeout, ConnectionError, BrokenPipeError)
 WRITE_SIZE = 128 << 10  # per SFTP read or write request; OpenSSH accepts up to 256 KiB messages
 WINDOW = 32  # requests in flight: keeps the link busy without waiting per request
+FSYNC = "fsync@openssh.com"  # OpenSSH extension: fsync(2) of an open file handle on the server
+
+
+class _Client(paramiko.SFTPClient):
+    """paramiko's SFTP client, keeping the extensions the server announces in its VERSION
+    reply (paramiko reads and drops them): fsync is used only where the server offers it."""
+
+    extensions: dict[str, bytes]
+
+    def _send_version(self) -> int:
+        self.extensions = {}
+        init = paramiko.Message()
+        init.add_int(3)
+        self._send_packet(CMD_INIT, init)
+        kind, data = self._read_packet()
+        if kind != CMD_VERSION:
+            raise SFTPError("Incompatible sftp protocol")
+        reply = paramiko.Message(data)
+        version = reply.get_int()
+        try:
+            while reply.get_remainder():
+                name = reply.get_string().decode("utf-8", "replace")
+                self.extensions[name] = reply.get_string()
+        except (IndexError, struct.error):  # a malformed list: use no extension
+            self.extensions = {}
+        return version
 
 
 def _open(sftp: paramiko.SFTPClient, path: str, flags: int) -> bytes:
@@ -99,9 +131,11 @@ def _download(sftp: paramiko.SFTPClient, path: str) -> bytes:
     return bytes(buf)
 
 
-def _upload(sftp: paramiko.SFTPClient, path: str, data: bytes | memoryview) -> None:
+def _upload(sftp: paramiko.SFTPClient, path: str, data: bytes | memoryview, fsync: bool = False) -> None:
     """Pipelined write that checks every reply: paramiko's own pipelined mode drops write
-    errors (a full disk would go unnoticed), so requests are issued and confirmed here."""
+    errors (a full disk would go unnoticed), so requests are issued and confirmed here.
+    With `fsync`, an fsync@openssh.com request follows the last write in the same pipeline
+    (the server handles one handle's requests in order), so it costs no extra round trip."""
     handle = _open(sftp, path, SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC)
     view = memoryview(data).cast("B")
     pending: deque[int] = deque()
@@ -111,6 +145,8 @@ def _upload(sftp: paramiko.SFTPClient, path: str, data: bytes | memoryview) -> N
             pending.append(sftp._async_request(type(None), CMD_WRITE, handle, int64(offset), block))
             if len(pending) >= WINDOW:
                 sftp._read_response(pending.popleft())
+        if fsync:
+            pending.append(sftp._async_request(type(None), CMD_EXTENDED, FSYNC, handle))
         while pending:
             sftp._read_response(pending.popleft())
     except BaseException:
@@ -159,6 +195,8 @@ class SftpTarget(Target):
         self.base = spec.path.rstrip("/") or "."
         key = spec.options.get("private_key")
         self.pkey = _load_key(key, spec.options.get("private_key_passphrase")) if key else None
+        self.durable = bool(spec.options.get("sync", True))
+        self._warned_no_fsync = False
         self.pool: PerThread[_Conn] = PerThread(self._connect, _Conn.close, lambda c: c.transport.is_active())
 
     # -- connections ---------------------------------------------------------------------------
@@ -181,7 +219,7 @@ class SftpTarget(Target):
                 transport.auth_publickey(self.spec.username, self.pkey)
             else:
                 transport.auth_password(self.spec.username, self.spec.password)
-            sftp = paramiko.SFTPClient.from_transport(transport)
+            sftp = _Client.from_transport(transport)
             sftp.get_channel().settimeout(self.timeout)
         except paramiko.AuthenticationException as exc:
             transport.close()
@@ -231,15 +269,28 @@ class SftpTarget(Target):
         return join(self.base, path)
 
     # -- Target interface --------------------------------------------------------------------
+    def _fsync(self, sftp: paramiko.SFTPClient) -> bool:
+        """Whether uploads on this connection end with an fsync on the server."""
+        if not self.durable:
+            return False
+        if FSYNC in getattr(sftp, "extensions", {}):
+            return True
+        if not self._warned_no_fsync:
+            self._warned_no_fsync = True
+            log.warning("%s does not offer %s: the server decides when written files reach its disk.",
+                        self.where, FSYNC)
+        return False
+
     def _write_temp(self, sftp: paramiko.SFTPClient, path: str, data: bytes | memoryview) -> str:
         full = self._full(path)
         tmp = temp_name(full)
+        fsync = self._fsync(sftp)
         try:
             try:
-                _upload(sftp, tmp, data)
+                _upload(sftp, tmp, data, fsync)
             except FileNotFoundError:
                 self._mkdirs(sftp, full.rsplit("/", 1)[0])
-                _upload(sftp, tmp, data)
+                _upload(sftp, tmp, data, fsync)
         except OSError as exc:
             if not isinstance(exc, DROPPED):
                 self._remove_quietly(sftp, tmp)
@@ -358,6 +409,11 @@ class SftpTarget(Target):
                 return None
             bsize, frsize, blocks, bfree, bavail = struct.unpack(">5Q", msg.get_remainder()[:40])
             return bavail * (frsize or bsize)
+
+    def sync(self) -> None:
+        """Nothing left to do: put() has the server fsync each file before renaming it into place
+        (fsync@openssh.com), so every completed put is already durable."""
+        return None
 
     def close(self) -> None:
         self.pool.close_all()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +18,7 @@ from engines.contract import DiskSpec
 from engines.repository.locks import RepositoryLock, RepositoryLocked
 from engines.repository.prune import Retention
 from engines.targets import TargetSpec, open_target
-from tests.engines.conftest import CHUNK, PASSPHRASE, write_image
+from tests.engines.conftest import CHUNK, PASSPHRASE, ROOT, engine_cmd, parse_events, write_image
 
 
 def test_retention_keeps_last_daily_weekly_monthly():
@@ -113,3 +115,62 @@ def test_stale_locks_are_detected_and_removed(repo, tmp_path):
     assert sorted(p.name for p in locks.iterdir()) == ["shared-live"]  # the two stale ones are gone
     (locks / "shared-live").unlink()
     assert api.prune(repo.target, PASSPHRASE, retention={"keep_last": 1}, grace_seconds=0)["kept"] == 0
+
+
+def _chunk_files(repo) -> set[str]:
+    return {f"chunks/{p.parent.name}/{p.name}" for p in (repo.path / "chunks").glob("*/*") if p.is_file()}
+
+
+def test_sigterm_during_the_sweep_stops_cleanly_and_a_later_prune_finishes(repo, tmp_path):
+    disk = write_image(tmp_path / "disk.img", 8 * CHUNK, seed=45, layout="rt")
+    kept = api.backup(repo.target, PASSPHRASE, "vm", [DiskSpec("d", str(disk))])
+    referenced = _chunk_files(repo)
+    rnd = random.Random(46)
+    orphans = set()
+    for _ in range(40000):  # unreferenced chunk files: enough for a sweep that lasts a while
+        name = rnd.randbytes(32).hex()
+        (repo.path / "chunks" / name[:2] / name).write_bytes(b"orphan")
+        orphans.add(f"chunks/{name[:2]}/{name}")
+    job = {"operation": "prune", "target": repo.target, "passphrase": PASSPHRASE,
+           "options": {"retention": {"keep_last": 1}, "grace_seconds": 0}}
+    cut_mid_sweep = 0
+    for delay in (0.0, 0.03, 0.1, 0.2):
+        before = _chunk_files(repo)
+        proc = subprocess.Popen(engine_cmd(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, cwd=ROOT)
+        proc.stdin.write(json.dumps(job).encode())
+        proc.stdin.close()
+        seen = []
+        while not any("unreferenced file(s) found" in e.get("message", "") for e in seen):
+            line = proc.stdout.readline()
+            assert line, f"the engine ended before its sweep: {seen}"
+            seen.append(json.loads(line))
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        rest = parse_events(proc.stdout.read().decode())
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        after = _chunk_files(repo)
+        assert referenced <= after  # nothing a restore point names is ever deleted
+        assert not list((repo.path / "locks").iterdir())  # the exclusive lock is released
+        if proc.returncode == 0:  # the whole sweep finished before the signal landed
+            assert rest[-1]["type"] == "result"
+            break
+        assert proc.returncode == 143, rest
+        assert rest[-1]["type"] == "error" and rest[-1]["code"] == "cancelled", rest
+        assert "run prune again" in rest[-1]["message"]
+        # The files not swept yet stay recorded as pending, with the time they were first seen.
+        pending = json.loads((repo.path / "prune" / "pending").read_text())["paths"]
+        assert set(pending) == after - referenced
+        if len(before) > len(after) > len(referenced):
+            cut_mid_sweep += 1
+        verified = api.verify(repo.target, PASSPHRASE)
+        assert verified["ok"], verified["problems"]
+    assert cut_mid_sweep >= 2, "no SIGTERM landed mid-sweep: the test did not exercise an interrupted prune"
+    result = api.prune(repo.target, PASSPHRASE, retention={"keep_last": 1}, grace_seconds=0)
+    assert result["pending_files"] == 0
+    assert _chunk_files(repo) == referenced
+    assert api.verify(repo.target, PASSPHRASE)["ok"]
+    out = tmp_path / "out.img"
+    api.restore(repo.target, PASSPHRASE, kept["restore_point"], [DiskSpec("d", str(out))], check_digest=True)
+    assert out.read_bytes() == disk.read_bytes()
