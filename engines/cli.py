@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     def on_signal(signum: int, _frame) -> None:
         if not cancel.is_set():
             cancel.set()
-            emit(log_event("warning", f"Received {signal.Signals(signum).name}: stopping cleanly."))
+            # Not emit() here: the handler runs in the main thread, which may hold the writer's lock.
+            notice = log_event("warning", f"Received {signal.Signals(signum).name}: stopping cleanly.")
+            threading.Thread(target=emit, args=(notice,), daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

@@ -51,3 +51,19 @@ def api_client_for(make_user):
         return client
 
     return make
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Every transactional test restores the migrated data (role groups, schedules) when it ends.
+
+    Mixing transactional tests with and without serialized rollback on one worker breaks: a plain
+    flush re-creates content types under new ids, which the next serialized restore then collides
+    with. So all of them serialize.
+    """
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        transactional = "transactional_db" in getattr(item, "fixturenames", ()) or (
+            marker is not None and marker.kwargs.get("transaction"))
+        if transactional and not (marker is not None and marker.kwargs.get("serialized_rollback")):
+            kwargs = dict(marker.kwargs) if marker is not None else {}
+            item.add_marker(pytest.mark.django_db(**{**kwargs, "transaction": True, "serialized_rollback": True}))
