@@ -143,6 +143,19 @@ class Connector(ABC):
     def changed_areas(self, vm: str, snapshot: str, disk_key: int, since: str) -> tuple[list[tuple[int, int]], str]:
         """Extents (offset, length) changed since change id `since` ('*' = all in use), and the new change id."""
 
+    def vm_disks(self, vm: str) -> list[dict]:
+        """The VM's current disks: [{"key", "file_name", "datastore", "capacity_bytes"}] (restores write these)."""
+        raise ConnectorError(f"The {self.label or self.kind} connector cannot list a VM's disk files.")
+
+    def network_disk(self, vm: str, snapshot: SnapshotRef, disk: dict, appliance_address: str = ""):
+        """Network mode: a context manager giving how an appliance reads this snapshot disk over HTTPS.
+
+        It yields the engine's disk source as `{"path": "https://...", "options": {...}}` (options: cookie or
+        auth, thumbprint or verify; see engines/sources/http.py), valid until the context exits.
+        `appliance_address` is where the appliance connects from (the lab serves the file on the side of
+        this machine that the appliance reaches)."""
+        raise ConnectorError(f"The {self.label or self.kind} connector cannot read disks over the network.")
+
     def close(self) -> None:  # noqa: B027 - optional hook: not every connector holds a session
         """Release the session."""
 

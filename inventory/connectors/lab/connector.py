@@ -130,6 +130,18 @@ class LabConnector(Connector):
     def changed_areas(self, vm: str, snapshot: str, disk_key: int, since: str) -> tuple[list[tuple[int, int]], str]:
         return snapshots.changed_areas(self.state, vm, snapshot, disk_key, since)
 
+    def network_disk(self, vm: str, snapshot: SnapshotRef, disk: dict, appliance_address: str = ""):
+        """Serve the snapshot disk over HTTPS where the appliance reaches this machine (lab/network.py)."""
+        from inventory.connectors.lab import network
+
+        return network.serve_snapshot_disk(self.state, vm, snapshot.moref, int(disk["key"]), appliance_address)
+
+    def vm_disks(self, vm: str) -> list[dict]:
+        data = self.state.read()
+        return [{"key": d["key"], "datastore": d["datastore"], "capacity_bytes": d["capacity_bytes"],
+                 "file_name": vms.datastore_file_name(data, d["datastore"], d["chain"][-1]["file"])}
+                for d in get(data, "vms", vm)["disks"]]
+
     # -- lab-only controls (demos, tests, the local appliance) -------------------------
     def device(self, appliance_vm: str, device_key: int) -> dict:
         """Local file(s) of a disk attached to an appliance VM: {"path", "chain", "capacity_bytes", ...}."""

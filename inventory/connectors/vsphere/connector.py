@@ -95,6 +95,17 @@ class VSphereConnector(Connector):
         return self._call(f"querying changed blocks of disk {disk_key} of VM {vm}",
                           lambda: operations.changed_areas(collector, vm, snapshot, disk_key, since))
 
+    def network_disk(self, vm: str, snapshot: SnapshotRef, disk: dict, appliance_address: str = ""):
+        """The snapshot disk's datastore URL with this session's cookie and trust (vsphere/network.py).
+
+        `appliance_address` is not needed: the appliance reaches the connection's endpoint itself."""
+        from inventory.connectors.vsphere import network
+
+        collector = self._connect()
+        source = self._call(f"locating disk {disk.get('file_name')} of VM {vm} for a read over the network",
+                            lambda: network.datastore_source(collector, self.params, self._thumbprint, snapshot, disk))
+        return network.held(source)
+
     # -- appliances: OVF import and lifecycle ----------------------------------------------
     def deploy_ovf(self, spec: ovf.OvfImport, phase: ovf.Phase | None = None) -> tuple[str, list[str]]:
         """Import an OVF package as a new, powered-off VM; returns its moref and vCenter's warnings."""
