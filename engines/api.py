@@ -7,20 +7,21 @@ arguments, and returns a JSON-ready dict (what the `result` event carries).
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from engines.backup import CBT_SAMPLE, BackupPipeline, DiskInput
 from engines.contract import DiskSpec, JobSpec
-from engines.errors import EngineError
+from engines.errors import EngineError, TargetError, TargetNotFound, TargetPermissionDenied
 from engines.progress import Emit
 from engines.repository import catalog
 from engines.repository import format as fmt
 from engines.repository import prune as prune_mod
 from engines.repository import verify as verify_mod
 from engines.repository.keys import unwrap_master_key
-from engines.repository.store import Repository
+from engines.repository.store import Repository, RepositoryError
 from engines.restore import restore_disk
 from engines.sources import open_source
 from engines.targets import TargetSpec, open_target
@@ -58,6 +59,60 @@ def init(target: TargetLike, passphrase: str, *, chunk_size: int = fmt.DEFAULT_C
         repo = Repository.create(t, passphrase, chunk_size=chunk_size, compression_level=compression_level,
                                  kdf_n=kdf_n)
         return {"repository_id": repo.config.id, "chunk_size": repo.chunk_size, "format_version": fmt.FORMAT_VERSION}
+
+
+PROBE_PREFIX = ".vafleet-probe-"  # the test file's name; never a name the repository uses
+
+
+def probe(target: TargetLike, passphrase: str = "") -> dict:
+    """Check a target before it holds backups: reach it, create the repository folder if missing, write, read
+    back and delete a small test file, report free space (None when the protocol cannot tell) and whether a
+    repository is already there. No passphrase is needed; with one, an existing repository must open with it
+    (else WrongPassphrase, code "wrong_passphrase")."""
+    spec = _spec(target)
+    with open_target(spec) as t:
+        try:
+            t.makedirs("")
+        except TargetError as exc:
+            if type(exc) is not TargetError or exc.code != TargetError.code:
+                raise  # unreachable, refused login, no permission...: the target's own sentence
+            cause = exc.__cause__
+            reason = getattr(cause, "strerror", None) or str(exc)
+            raise TargetError(f"The repository folder {spec.path!r} cannot be created on the target ({reason}): "
+                              "check the path.", code="target_bad_path") from exc
+        name = f"{PROBE_PREFIX}{secrets.token_hex(8)}"
+        data = b"VA Fleet write test " + secrets.token_bytes(48)
+        t.put(name, data)
+        try:
+            back = t.get(name)
+        finally:
+            t.delete(name)
+        if back != data:
+            raise TargetError(f"The target returned other bytes than those just written to a test file "
+                              f"({len(back)} instead of {len(data)} bytes): check the server's storage.",
+                              code="target_corrupt")
+        try:
+            free = t.free_space()
+        except (TargetNotFound, TargetPermissionDenied):
+            free = None  # the folder is writable: only the figure is refused
+        result = {"reachable": True, "writable": True, "free_bytes": free, "initialized": False,
+                  "format_version": None, "repository_id": None, "chunk_size": None, "passphrase_ok": None}
+        try:
+            raw = t.get(fmt.CONFIG_PATH)
+        except TargetNotFound:
+            return result
+        try:
+            config = fmt.RepositoryConfig.from_json(raw)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RepositoryError(f"The folder holds a config file that is not a readable VA Fleet repository "
+                                  f"config ({exc}): choose an empty folder, or restore the config from a copy.",
+                                  code="repository_corrupt") from None
+        result.update(initialized=True, format_version=config.version, repository_id=config.id,
+                      chunk_size=config.chunk_size)
+        if passphrase:
+            Repository.open(t, passphrase)  # WrongPassphrase / unsupported_format with their sentences
+            result["passphrase_ok"] = True
+        return result
 
 
 def change_passphrase(target: TargetLike, passphrase: str, new_passphrase: str) -> dict:
@@ -181,5 +236,6 @@ def run_job(job: JobSpec, emit: Emit | None = None, cancel: threading.Event | No
         "stats": lambda: stats(job.target, job.passphrase),
         "change_passphrase": lambda: change_passphrase(job.target, job.passphrase, str(o.get("new_passphrase", ""))),
         "catalog": lambda: rebuild_catalog(job.target, job.passphrase),
+        "probe": lambda: probe(job.target, job.passphrase),
     }
     return ops[job.operation]()

@@ -31,6 +31,12 @@ Operations and their fields (besides "target" and "passphrase"):
   options.grace_seconds, options.dry_run.
 - stats: logical vs stored bytes and the dedup ratio.
 - change_passphrase: options.new_passphrase (the master key is rewrapped; nothing else changes).
+- probe: checks a target before it holds backups; "passphrase" is optional. Connects, creates the
+  repository folder if missing, writes, reads back and deletes a small test file. Result:
+  reachable, writable (both true: failures are the targets' error events), free_bytes (null
+  when the protocol cannot tell), initialized (a repository config is there), format_version,
+  repository_id, chunk_size (null when not initialized), passphrase_ok (null without a
+  passphrase or a repository; a wrong one ends in the error "wrong_passphrase").
 
 Events, one JSON object per line, each with "type" and "time":
 progress (phase, done, total bytes, rate in bytes/s, eta in s), log (level, message),
@@ -46,7 +52,8 @@ from dataclasses import dataclass, field
 
 from engines.errors import EngineError
 
-OPERATIONS = ("init", "backup", "restore", "list", "verify", "prune", "stats", "catalog", "change_passphrase")
+OPERATIONS = ("init", "backup", "restore", "list", "verify", "prune", "stats", "catalog", "change_passphrase",
+              "probe")
 
 
 class BadJobSpec(EngineError):

@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "core",
     "inventory",
     "appliances",
+    "jobs",
 ]
 
 MIDDLEWARE = [
@@ -137,8 +138,8 @@ else:
 Q_CLUSTER = {
     "name": "vafleet",
     "workers": env_int("VAFLEET_WORKERS", 2),
-    "timeout": env_int("VAFLEET_TASK_TIMEOUT", 3600),
-    "retry": env_int("VAFLEET_TASK_RETRY", 4000),
+    "timeout": env_int("VAFLEET_TASK_TIMEOUT", 86400),  # a backup run is one task: up to a day
+    "retry": env_int("VAFLEET_TASK_RETRY", 90000),  # above timeout: never redelivered while running
     "max_attempts": 1,
     "catch_up": False,
     "label": "Background tasks",
@@ -207,6 +208,10 @@ VAFLEET_CONNECT_TIMEOUT = env_int("VAFLEET_CONNECT_TIMEOUT", 10)
 VAFLEET_HEALTH_MINUTES = env_int("VAFLEET_HEALTH_MINUTES", 5)
 # How long a new appliance may take to boot and answer on SSH.
 VAFLEET_APPLIANCE_BOOT_SECONDS = env_int("VAFLEET_APPLIANCE_BOOT_SECONDS", 300)
+# Backup tasks running at once, across every job, on one ESXi host / datastore / repository.
+VAFLEET_LIMIT_PER_HOST = env_int("VAFLEET_LIMIT_PER_HOST", 4)
+VAFLEET_LIMIT_PER_DATASTORE = env_int("VAFLEET_LIMIT_PER_DATASTORE", 4)
+VAFLEET_LIMIT_PER_REPOSITORY = env_int("VAFLEET_LIMIT_PER_REPOSITORY", 8)
 VAFLEET_LAB_ROOT = Path(env_str("VAFLEET_LAB_ROOT", str(VAR_DIR / "lab"))).resolve()
 
 LOGGING = {

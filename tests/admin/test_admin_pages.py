@@ -27,6 +27,7 @@ def admin_client(client, superuser, synced):
     background_task_rows()
     channel_layer_rows()
     appliance_rows(synced)
+    job_rows(synced)
     client.force_login(superuser)
     return client
 
@@ -76,6 +77,30 @@ def appliance_rows(connection) -> None:
     operation = FleetOperation.objects.create(kind="deploy", state="running")
     FleetOperationItem.objects.create(operation=operation, appliance=appliance, appliance_name=appliance.name,
                                       phase="Copying the disk", percent=40)
+
+
+REPOSITORY_PASSWORD = "Sftp-Pass-5521!z"
+REPOSITORY_PASSPHRASE = "Repo-Passphrase-8812"
+
+
+def job_rows(connection) -> None:
+    """A repository, a job using it, a run with one task and its events, and a restore point."""
+    from django.utils import timezone
+
+    from jobs.models import BackupJob, JobRun, Repository, RestorePoint, Task, TaskEvent
+
+    repository = Repository.objects.create(name="nas", kind="sftp", host="nas.example.test", path="backups",
+                                           username="backup", password=REPOSITORY_PASSWORD,
+                                           passphrase=REPOSITORY_PASSPHRASE)
+    vm = VirtualMachine.objects.filter(connection=connection).order_by("name").first()
+    job = BackupJob.objects.create(name="nightly vm", repository=repository)
+    job.vms.set([vm])
+    run = JobRun.objects.create(job=job, job_name=job.name, state="succeeded")
+    point = RestorePoint.objects.create(repository=repository, rp_id="20261125T101500.000000Z-1a2b3c4d", vm=vm,
+                                        vm_name=vm.name, kind="full", taken=timezone.now())
+    task = Task.objects.create(run=run, vm=vm, vm_name=vm.name, connection=connection, repository=repository,
+                               state="succeeded", restore_point=point)
+    TaskEvent.objects.create(task=task, seq=1, type="log", data={"level": "info", "message": "Engine wrote chunks"})
 
 
 def url(model, view: str, *args) -> str:
@@ -211,3 +236,24 @@ def test_fleet_operations_are_read_only_with_their_items(admin_client):
     assert "Copying the disk" in page
     assert 'name="_save"' not in page
     assert admin_client.get(url(FleetOperation, "add")).status_code == 403
+
+
+def test_repository_secrets_are_write_only(admin_client):
+    from jobs.models import Repository
+
+    repository = Repository.objects.get(name="nas")
+    page = admin_client.get(url(Repository, "change", repository.pk)).content.decode()
+    assert 'name="password"' in page and 'name="passphrase"' in page and 'type="password"' in page
+    assert REPOSITORY_PASSWORD not in page and REPOSITORY_PASSPHRASE not in page
+    assert "Leave blank to keep the stored password." in page
+
+
+def test_job_runs_tasks_and_restore_points_are_read_only(admin_client):
+    from jobs.models import JobRun, RestorePoint, Task
+
+    task = Task.objects.get()
+    page = admin_client.get(url(Task, "change", task.pk)).content.decode()
+    assert "Engine wrote chunks" in page  # its events, inline
+    assert 'name="_save"' not in page
+    for model in (JobRun, Task, RestorePoint):
+        assert admin_client.get(url(model, "add")).status_code == 403

@@ -1,0 +1,109 @@
+"""Admin for support staff: repositories (password and passphrase write-only, the portal's form and rules),
+backup jobs, and what runs write (runs, tasks with their events, restore points: read-only).
+
+Changes to repositories and jobs go through model saves and so reach the audit log.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from appliances.actions import SENTENCE_ERRORS
+from core import audit
+from core.models import AuditEntry
+from inventory.admin import ReadOnlyAdmin
+from jobs import repositories
+from jobs.forms import RepositoryForm
+from jobs.models import BackupJob, JobRun, Repository, RestorePoint, Task, TaskEvent
+
+
+@admin.register(Repository)
+class RepositoryAdmin(admin.ModelAdmin):
+    # The portal's form: the same rules; its password and passphrase fields are write-only.
+    form = RepositoryForm
+    exclude = ("password", "passphrase", "options")  # only the form's write-only and per-kind fields handle them
+    list_display = ("name", "kind", "host", "path", "last_test_ok", "last_test", "free_bytes", "initialized_at")
+    list_filter = ("kind", "last_test_ok")
+    search_fields = ("name", "host", "path", "share", "username")
+    readonly_fields = ("initialized_at", "last_test", "last_test_ok", "last_test_message", "free_bytes", "created",
+                       "updated")
+    fieldsets = (
+        (None, {"fields": ("name", "kind", "host", "port", "share", "path", "username", "password")}),
+        ("Target options", {"fields": ("host_key", "tls_verify", "ca_file", "export")}),
+        ("Encryption", {"fields": ("passphrase", "passphrase_confirm", "chunk_size")}),
+        ("Status", {"fields": readonly_fields}),
+    )
+    actions = ["test_now"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # Lists never decrypt secrets: they render even if the secrets key is wrong.
+        return super().get_queryset(request).defer("password", "passphrase")
+
+    @admin.action(description="Test connection (from an appliance)")
+    def test_now(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for repository in queryset:
+            try:
+                result = repositories.test_repository(repository)
+            except SENTENCE_ERRORS as exc:
+                self.message_user(request, f"{repository.name}: {repository.last_test_message or exc}",
+                                  messages.ERROR)
+                ok = False
+            else:
+                self.message_user(request, f"{repository.name}: {result.message}", messages.SUCCESS)
+                ok = True
+            audit.record(AuditEntry.Action.OPERATION, repository,
+                         message=f"connection test: {'ok' if ok else 'failed'}")
+
+
+@admin.register(BackupJob)
+class BackupJobAdmin(admin.ModelAdmin):
+    list_display = ("name", "repository", "schedule", "mode", "enabled", "updated")
+    list_filter = ("enabled", "mode", "repository")
+    list_select_related = ("repository",)
+    search_fields = ("name",)
+    filter_horizontal = ("vms",)
+    readonly_fields = ("created", "updated")
+
+
+@admin.register(JobRun)
+class JobRunAdmin(ReadOnlyAdmin):
+    list_display = ("__str__", "state", "trigger", "created", "started", "finished", "message")
+    list_filter = ("state", "trigger")
+    search_fields = ("job_name", "message")
+    raw_id_fields = ("job", "created_by")
+
+
+class TaskEventInline(admin.TabularInline):
+    model = TaskEvent
+    fields = ("seq", "type", "data", "time")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(Task)
+class TaskAdmin(ReadOnlyAdmin):
+    list_display = ("__str__", "kind", "state", "appliance_name", "mode", "phase", "bytes_done", "created", "finished")
+    list_filter = ("kind", "state", "mode")
+    list_select_related = ("run",)
+    search_fields = ("vm_name", "appliance_name", "message", "error_code")
+    raw_id_fields = ("run", "vm", "connection", "repository", "appliance", "restore_point", "created_by")
+    inlines = [TaskEventInline]
+
+
+@admin.register(RestorePoint)
+class RestorePointAdmin(ReadOnlyAdmin):
+    list_display = ("__str__", "repository", "kind", "taken", "logical_bytes", "stored_bytes", "verified")
+    list_filter = ("repository", "kind", "verified")
+    list_select_related = ("repository",)
+    search_fields = ("vm_name", "rp_id")
+    raw_id_fields = ("vm",)

@@ -1,0 +1,86 @@
+"""Job actions shared by the portal, the API, the admin and schedules: run, cancel, restore."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from core.errors import ActionableError
+from jobs.models import BackupJob, JobRun, Task
+from jobs.selection import vms_of
+
+FROZEN = ("mode", "use_cbt", "verify", "compression_level", "max_parallel", "keep_last", "keep_daily",
+          "keep_weekly", "keep_monthly")
+
+
+class NothingToDo(ActionableError):
+    code = "nothing_to_do"
+    http_status = 409
+
+
+def job_config(job: BackupJob) -> dict:
+    """The job's settings as a run keeps them (editing the job later never changes this run)."""
+    return {name: getattr(job, name) for name in FROZEN} | {"repository": job.repository_id, "name": job.name}
+
+
+def start_run(job: BackupJob, user=None, trigger: str = "manual", *, queue: bool = True) -> JobRun:
+    """Create a run with one queued task per VM of the job; a worker drives it once committed."""
+    from django_q.tasks import async_task
+
+    vms = list(vms_of(job))
+    if not vms:
+        raise NothingToDo(f"Job {job.name} selects no VM (check its VMs and rules).")
+    with transaction.atomic():
+        run = JobRun.objects.create(job=job, job_name=job.name, config=job_config(job), trigger=trigger,
+                                    created_by=user if getattr(user, "pk", None) else None)
+        Task.objects.bulk_create(
+            Task(run=run, vm=vm, vm_name=vm.name, connection_id=vm.connection_id, repository=job.repository,
+                 created_by=run.created_by) for vm in vms)
+        if queue:
+            transaction.on_commit(lambda: async_task("jobs.tasks.run_job_task", run.pk,
+                                                     task_name=f"job {job.name} run #{run.pk}"))
+    return run
+
+
+def cancel_run(run: JobRun) -> None:
+    if run.state not in (JobRun.State.QUEUED, JobRun.State.RUNNING):
+        raise NothingToDo(f"{run} has already ended ({run.get_state_display().lower()}).")
+    JobRun.objects.filter(pk=run.pk).update(cancel_requested=True)
+    if run.state == JobRun.State.QUEUED:  # no worker has it yet: it will end as soon as one does
+        run.tasks.filter(state=Task.State.QUEUED).update(state=Task.State.CANCELLED, finished=timezone.now(),
+                                                         message="Cancelled before it started.")
+
+
+def cancel_task(task: Task) -> None:
+    if not task.active:
+        raise NothingToDo(f"{task} has already ended ({task.get_state_display().lower()}).")
+    Task.objects.filter(pk=task.pk).update(cancel_requested=True)
+
+
+def start_restore(point, destination: dict, user=None, *, queue: bool = True) -> Task:
+    """Queue a restore of `point`: {"mode": "new_vm", "name", "host", "datastore", "network"} or
+    {"mode": "folder", "folder"} (a folder on the appliance); optional "appliance" (id)."""
+    from django_q.tasks import async_task
+
+    from jobs.restore import RestoreRefused, restore_appliance
+
+    mode = destination.get("mode")
+    if mode not in ("new_vm", "folder"):
+        raise RestoreRefused("Choose how to restore: as a new VM, or disk images into a folder.")
+    if mode == "new_vm":
+        missing = [k for k in ("name", "host", "datastore") if not destination.get(k)]
+        if missing:
+            raise RestoreRefused(f"A restore as a new VM needs: {', '.join(missing)}.")
+    elif not str(destination.get("folder", "")).startswith("/"):
+        raise RestoreRefused("Give the folder on the appliance as an absolute path, e.g. /srv/restores.")
+    appliance = restore_appliance(point, destination)
+    with transaction.atomic():
+        task = Task.objects.create(
+            kind=Task.Kind.RESTORE, restore_point=point, spec=destination, vm=point.vm, vm_name=point.vm_name,
+            connection=appliance.connection, repository=point.repository, appliance=appliance,
+            appliance_name=appliance.name, mode=Task.Mode.HOTADD if mode == "new_vm" else "",
+            created_by=user if getattr(user, "pk", None) else None)
+        if queue:
+            transaction.on_commit(lambda: async_task("jobs.tasks.run_restore_task", task.pk,
+                                                     task_name=f"restore #{task.pk}"))
+    return task
