@@ -9,6 +9,7 @@ uploads the signed bundle and has the VA verify, unpack and switch to it.
 from __future__ import annotations
 
 import json
+import secrets
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,7 +130,7 @@ def ensure_engine(transport: Transport, bundle: Bundle, engine_dir: str = "vafle
         raise UploadError(f"{transport.label} has {state.free_bytes >> 20} MiB free in {engine_dir}, the engine "
                           f"needs {need >> 20} MiB: free space on the appliance; its engine {state.version} "
                           "stays active.")
-    remote = f"{engine_dir}/incoming-{bundle.version}.tar"
+    remote = f"{engine_dir}/incoming-{bundle.version}-{secrets.token_hex(4)}.tar"  # two senders never share it
     sent = transport.put_file(str(bundle.path), remote)
     return install_uploaded(transport, bundle, remote, engine_dir, python, sent)
 

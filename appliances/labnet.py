@@ -107,7 +107,10 @@ def up(namespace: str, veth: str, slot: int) -> None:
     run(["ip", "addr", "add", f"{host_addr}/30", "dev", veth + "h"])
     run(["ip", "link", "set", veth + "h", "up"])
     for argv in (["ip", "addr", "add", f"{va_addr}/30", "dev", veth + "v"], ["ip", "link", "set", veth + "v", "up"],
-                 ["ip", "link", "set", "lo", "up"]):
+                 ["ip", "link", "set", "lo", "up"],
+                 # The rest of the lab (this machine's other lab addresses, where lab targets listen) via this
+                 # machine; nothing outside 10.231.0.0/16 is reachable from a lab appliance.
+                 ["ip", "route", "add", str(SUBNET), "via", host_addr]):
         run(["ip", "netns", "exec", namespace, *argv])
 
 

@@ -22,6 +22,7 @@ from jobs.backup import Cancelled, run_backup
 from jobs.dispatch import Load, NoAppliance, choose
 from jobs.events import EventLog
 from jobs.models import JobRun, Task
+from jobs.retention import finish_with_retention
 
 log = logging.getLogger(__name__)
 ERRORS = (*SENTENCE_ERRORS, ConnectorError)
@@ -51,13 +52,18 @@ def execute_run(run_id: int) -> JobRun:
                 done, _ = wait(running, timeout=POLL, return_when=FIRST_COMPLETED)
                 for future in done:
                     task = running.pop(future)
-                    if future.result() == "retry" and attempts.get(task.pk, 0) < RETRIES:
+                    if future.result() != "retry":
+                        continue
+                    task.refresh_from_db()
+                    if attempts.get(task.pk, 0) < RETRIES:
                         attempts[task.pk] = attempts.get(task.pk, 0) + 1
-                        task.refresh_from_db()
                         pending.append(task)
+                    else:
+                        _finish(task, Task.State.FAILED, "Lost contact with its appliance again; no appliance "
+                                "could finish this backup.", "appliance_lost")
             elif pending:
                 time.sleep(POLL)  # every slot is taken by other runs' tasks
-    return _finish_run(run)
+    return finish_with_retention(run, _finish_run)  # retention while the run still runs, then its end
 
 
 def _dispatch(run: JobRun, pending: deque, running: dict, pool, config: dict) -> None:
@@ -102,14 +108,14 @@ def run_task(task: Task, config: dict) -> str:
     except Cancelled as exc:
         return _finish(task, Task.State.CANCELLED, str(exc), exc.code, events)
     except LOST_CONTACT as exc:
-        _finish(task, Task.State.FAILED, f"Lost contact with appliance {task.appliance_name}: {exc}", "appliance_lost",
-                events)
-        task.state, task.appliance = Task.State.QUEUED, None
-        task.save(update_fields=["state", "appliance"])
-        return "retry"
+        return _requeue(task, str(exc), events)
     except ERRORS as exc:
+        if _appliance_lost(task):  # the engine's stream broke because the appliance went away
+            return _requeue(task, str(exc), events)
         return _finish(task, Task.State.FAILED, str(exc), getattr(exc, "code", "error"), events)
-    except Exception as exc:  # a bug: logged with its traceback, the task still ends with a sentence
+    except Exception as exc:  # a broken connection (the appliance died), else a bug: logged with its traceback
+        if _appliance_lost(task):
+            return _requeue(task, f"{type(exc).__name__}: {exc}.", events)
         log.exception("Backup task %s failed", task.pk)
         return _finish(task, Task.State.FAILED, f"Unexpected error ({type(exc).__name__}: {exc}); see the server log.",
                        "internal_error", events)
@@ -117,6 +123,22 @@ def run_task(task: Task, config: dict) -> str:
     message = (f"Restore point {point.rp_id} ({point.kind}, {size:.2f} GiB of disks, "
                f"{point.stored_bytes / 2**20:.1f} MiB new in the repository).")
     return _finish(task, Task.State.SUCCEEDED, message, events=events)
+
+
+def _appliance_lost(task: Task) -> bool:
+    """Is the task's appliance unreachable now? (A health check marks it so for the dispatcher.)"""
+    from appliances.health import check_appliance
+
+    return task.appliance is not None and not check_appliance(task.appliance).reachable
+
+
+def _requeue(task: Task, reason: str, events: EventLog) -> str:
+    """The appliance was lost: the task goes back to the queue, for another appliance."""
+    events.log(f"Lost contact with appliance {task.appliance_name}: {reason} The VM goes to another appliance.",
+               "warning")
+    task.state, task.appliance, task.phase = Task.State.QUEUED, None, ""
+    task.save(update_fields=["state", "appliance", "phase"])
+    return "retry"
 
 
 def _finish(task: Task, state: str, message: str, code: str = "", events: EventLog | None = None) -> str:

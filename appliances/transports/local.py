@@ -68,7 +68,7 @@ class LocalTransport(Transport):
 
     def put_file(self, local: str, remote: str) -> int:
         target = self.home / remote
-        part = target.with_name(target.name + ".part")
+        part = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.part")  # callers may race
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(local, part)

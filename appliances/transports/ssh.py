@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import shlex
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +29,32 @@ from appliances.transports.base import (
     UnreachableError,
     UploadError,
 )
+
+
+class Traffic:
+    """Bytes this process exchanged with appliances over SSH, as the kernel counted them (TCP_INFO)."""
+
+    # struct tcp_info (linux/tcp.h): tcpi_bytes_acked at 120, tcpi_bytes_received at 128 (u64 each).
+    _FIELDS = struct.Struct("=QQ")
+
+    def __init__(self):
+        self.sent = self.received = 0
+        self._lock = threading.Lock()
+
+    def add(self, sock: socket.socket) -> None:
+        try:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+        except OSError:
+            return  # already closed: nothing to count
+        if len(info) < 136:
+            return
+        sent, received = self._FIELDS.unpack_from(info, 120)
+        with self._lock:
+            self.sent += sent
+            self.received += received
+
+
+TRAFFIC = Traffic()
 
 
 def scan_host_key(host: str, port: int = 22, timeout: float = 10.0) -> str:
@@ -112,6 +139,7 @@ class SSHTransport(Transport):
         self._sftp: paramiko.SFTPClient | None = None
         pinned = _pinned_key(host_key)
         sock = _connect_socket(host, port, connect_timeout)
+        self._sock = sock
         self._t = paramiko.Transport(sock)
         self._t.get_security_options().key_types = [pinned.get_name()]  # ask for the pinned key type only
         self._t.banner_timeout = self._t.auth_timeout = connect_timeout
@@ -206,6 +234,7 @@ class SSHTransport(Transport):
     def close(self) -> None:
         if self._sftp is not None:
             self._sftp.close()
+        TRAFFIC.add(self._sock)
         self._t.close()
 
 

@@ -36,7 +36,8 @@ class SshServer(StorageServer):
         return spec
 
 
-def start_sshd() -> SshServer:
+def start_sshd(listen: tuple[str, ...] = ()) -> SshServer:
+    """An SFTP server on loopback; `listen` adds addresses (e.g. a lab appliance's side of its veth)."""
     require_root()
     sshd = require_binary("/usr/sbin/sshd", "openssh-server")
     require_binary("ssh-keygen", "openssh-client")
@@ -58,10 +59,11 @@ def start_sshd() -> SshServer:
         server.small_dir = small
         server.mounts.append(small)
     config = root / "sshd_config"
+    extra = "".join(f"ListenAddress {address}\n" for address in listen)
     config.write_text(f"""\
 Port {server.port}
 ListenAddress {HOST}
-HostKey {root / "host_ed25519"}
+{extra}HostKey {root / "host_ed25519"}
 PidFile {root / "sshd.pid"}
 UsePAM no
 PasswordAuthentication yes
