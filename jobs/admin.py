@@ -1,21 +1,24 @@
 """Admin for support staff: repositories (password and passphrase write-only, the portal's form and rules),
-backup jobs, and what runs write (runs, tasks with their events, restore points: read-only).
+backup jobs (the portal's rules; "Run now"), and what runs write (runs, tasks with their events, restore
+points: read-only).
 
 Changes to repositories and jobs go through model saves and so reach the audit log.
 """
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from appliances.actions import SENTENCE_ERRORS
 from core import audit
+from core.errors import ActionableError
 from core.models import AuditEntry
 from inventory.admin import ReadOnlyAdmin
-from jobs import repositories
-from jobs.forms import RepositoryForm
+from jobs import repositories, services
+from jobs.forms import RepositoryForm, clean_rules, job_problems
 from jobs.models import BackupJob, JobRun, Repository, RestorePoint, Task, TaskEvent
 
 
@@ -57,14 +60,50 @@ class RepositoryAdmin(admin.ModelAdmin):
                          message=f"connection test: {'ok' if ok else 'failed'}")
 
 
+class BackupJobAdminForm(forms.ModelForm):
+    """The portal's rules for the schedule, retention and options (rules stay raw JSON here)."""
+
+    class Meta:
+        model = BackupJob
+        fields = ["name", "repository", "vms", "rules", "schedule", "keep_last", "keep_daily", "keep_weekly",
+                  "keep_monthly", "mode", "compression_level", "use_cbt", "verify", "max_parallel", "enabled"]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        rules, problems = clean_rules(data.get("rules"))
+        data["rules"] = rules
+        if problems:
+            self.add_error("rules", " ".join(problems.values()))
+        values = {name: data.get(name) for name in ("schedule", "keep_last", "max_parallel", "compression_level")}
+        for name, sentence in job_problems(values).items():
+            if name in self.fields and name not in self.errors:
+                self.add_error(name, sentence)
+        if data.get("schedule"):
+            data["schedule"] = data["schedule"].strip()
+        return data
+
+
 @admin.register(BackupJob)
 class BackupJobAdmin(admin.ModelAdmin):
+    form = BackupJobAdminForm
     list_display = ("name", "repository", "schedule", "mode", "enabled", "updated")
     list_filter = ("enabled", "mode", "repository")
     list_select_related = ("repository",)
     search_fields = ("name",)
     filter_horizontal = ("vms",)
     readonly_fields = ("created", "updated")
+    actions = ["run_now"]
+
+    @admin.action(description="Run now")
+    def run_now(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for job in queryset.select_related("repository"):
+            try:
+                run = services.start_run(job, request.user, "manual")
+            except ActionableError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                continue
+            audit.record(AuditEntry.Action.OPERATION, job, message=f"run #{run.pk} started")
+            self.message_user(request, f"Run #{run.pk} of {job.name} queued.", messages.SUCCESS)
 
 
 @admin.register(JobRun)

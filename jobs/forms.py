@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 
 from django import forms
+from django.db.models import Q
 
 from inventory.forms import css_class
-from jobs.models import Repository
+from jobs.models import BackupJob, Repository
 
 KIND = Repository.Kind
 NETWORK_KINDS = (KIND.SFTP, KIND.FTP, KIND.FTPS, KIND.SMB, KIND.NFS)
@@ -182,3 +183,342 @@ class RepositoryForm(forms.ModelForm):
         if commit:
             repository.save()
         return repository
+
+
+# --- Backup jobs -------------------------------------------------------------------------------------------
+
+MAX_PARALLEL = 64
+COMPRESSION_LEVELS = (1, 22)  # zstd
+SCHEDULE_HELP = ("Five cron fields (minute hour day month weekday), e.g. 0 2 * * * for every day at 02:00. "
+                 "Empty: the job runs only when started by hand.")
+
+
+def schedule_problem(schedule: str | None) -> str:
+    """A sentence when `schedule` is not a usable cron expression ('' when it is, or when it is empty)."""
+    from croniter import croniter
+
+    schedule = (schedule or "").strip()
+    if not schedule:
+        return ""
+    fields = schedule.split()
+    if (schedule.startswith("@") and croniter.is_valid(schedule)) or (len(fields) == 5 and croniter.is_valid(schedule)):
+        return ""
+    return (f"“{schedule}” is not a cron expression: give five fields (minute hour day month weekday), e.g. "
+            "0 2 * * * for every day at 02:00, or leave the schedule empty to run the job by hand only.")
+
+
+def next_run(schedule: str | None, after=None):
+    """When a cron schedule fires next (aware datetime in the server's time zone), None without a schedule."""
+    from croniter import croniter
+    from django.utils import timezone
+
+    if not schedule or schedule_problem(schedule):
+        return None
+    start = timezone.localtime(after or timezone.now())
+    return croniter(schedule.strip(), start).get_next(type(start))
+
+
+def clean_rules(rules) -> tuple[dict, dict[str, str]]:
+    """Rules in their stored shape {"hosts": [ids], "folders": [paths], "name": glob} and sentences per rule."""
+    from inventory.models import Host
+
+    problems: dict[str, str] = {}
+    if rules in (None, ""):
+        rules = {}
+    if not isinstance(rules, dict):
+        return {}, {"rules": 'Give the rules as an object, e.g. {"hosts": [3], "folders": ["prod"], "name": "web-*"}.'}
+    unknown = sorted(set(rules) - {"hosts", "folders", "name"})
+    if unknown:
+        problems["rules"] = (f"Unknown rule {', '.join(unknown)}: a job selects VMs by hosts (ids), folders "
+                             "(paths) and name (a glob such as web-*).")
+    cleaned: dict = {}
+    hosts = rules.get("hosts") or []
+    if not isinstance(hosts, list) or not all(isinstance(h, int) and not isinstance(h, bool) for h in hosts):
+        problems["hosts"] = "Give the hosts as a list of host ids, e.g. [3, 4]."
+    elif hosts:
+        found = set(Host.objects.filter(pk__in=hosts).values_list("pk", flat=True))
+        missing = [str(h) for h in hosts if h not in found]
+        if missing:
+            problems["hosts"] = (f"There is no host with id {', '.join(missing)}: choose hosts from "
+                                 "/api/inventory/hosts/.")
+        cleaned["hosts"] = sorted(set(hosts))
+    folders = rules.get("folders") or []
+    if isinstance(folders, str):
+        folders = re.split(r"[\n,]", folders)
+    if not isinstance(folders, list) or not all(isinstance(f, str) for f in folders):
+        problems["folders"] = 'Give the folders as a list of paths, e.g. ["prod", "dc1/web"].'
+    else:
+        folders = [f.strip().strip("/") for f in folders if f.strip().strip("/")]
+        if folders:
+            cleaned["folders"] = list(dict.fromkeys(folders))
+    name = rules.get("name") or ""
+    if not isinstance(name, str):
+        problems["name"] = "Give the name rule as a glob, e.g. web-* (* any characters, ? one character)."
+    elif name.strip():
+        cleaned["name"] = name.strip()
+    return cleaned, problems
+
+
+def job_problems(values: dict) -> dict[str, str]:
+    """Sentences per field for a backup job's settings (`values`: the model's fields, `vms` a list, `rules` clean)."""
+    problems: dict[str, str] = {}
+    sentence = schedule_problem(values.get("schedule"))
+    if sentence:
+        problems["schedule"] = sentence
+    if values.get("keep_last") is not None and values["keep_last"] < 1:
+        problems["keep_last"] = "Keep at least the last restore point (1 or more): otherwise a backup deletes itself."
+    parallel = values.get("max_parallel")
+    if parallel is not None and not 1 <= parallel <= MAX_PARALLEL:
+        problems["max_parallel"] = f"Back up between 1 and {MAX_PARALLEL} VMs of this job at once."
+    level = values.get("compression_level")
+    low, high = COMPRESSION_LEVELS
+    if level is not None and not low <= level <= high:
+        problems["compression_level"] = (f"The compression level must be between {low} (fastest) and {high} "
+                                         "(smallest); 3 is a good default.")
+    if "vms" in values and not values.get("vms") and not values.get("rules"):
+        problems["vms"] = ("Choose at least one VM, or set a rule (hosts, folders or a name pattern) that "
+                           "selects VMs.")
+    return problems
+
+
+class JobForm(forms.ModelForm):
+    """A backup job: VMs chosen one by one (narrowed by connection) plus rules, schedule, retention, options."""
+
+    connection = forms.ModelChoiceField(
+        queryset=None, required=False, empty_label="Every connection",
+        help_text="Only narrows the lists of VMs and hosts below; a job may protect VMs of several connections.")
+    rule_hosts = forms.ModelMultipleChoiceField(
+        queryset=None, required=False, label="Every VM on these hosts",
+        widget=forms.SelectMultiple(attrs={"size": 6}))
+    rule_folders = forms.CharField(
+        required=False, label="Every VM in these folders",
+        help_text="Folder paths, one per line or separated by commas, e.g. prod; subfolders are included.",
+        widget=forms.Textarea(attrs={"rows": 2}))
+    rule_name = forms.CharField(required=False, max_length=200, label="Every VM whose name matches",
+                                help_text="A pattern: * any characters, ? one character, e.g. web-*.")
+
+    class Meta:
+        model = BackupJob
+        fields = ["name", "repository", "connection", "vms", "rule_hosts", "rule_folders", "rule_name", "schedule",
+                  "keep_last", "keep_daily", "keep_weekly", "keep_monthly", "mode", "compression_level",
+                  "use_cbt", "verify", "max_parallel", "enabled"]
+        labels = {"vms": "VMs", "keep_last": "Keep the last", "keep_daily": "Keep daily", "keep_weekly": "Keep weekly",
+                  "keep_monthly": "Keep monthly", "mode": "Transport", "use_cbt": "Use changed block tracking",
+                  "verify": "Verify every new restore point", "max_parallel": "VMs at once",
+                  "enabled": "Enabled (runs on its schedule)"}
+        help_texts = {"schedule": SCHEDULE_HELP,
+                      "keep_last": "Restore points kept per VM, whatever their age.",
+                      "keep_daily": "Also keep the newest point of this many days.",
+                      "keep_weekly": "… of this many weeks.", "keep_monthly": "… of this many months.",
+                      "compression_level": "zstd level, 1 (fastest) to 22 (smallest); 3 is a good default."}
+        widgets = {"vms": forms.SelectMultiple(attrs={"size": 12})}
+        error_messages = {"name": {"unique": "A backup job with this name already exists: choose another name."}}
+
+    def __init__(self, *args, connection=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        from inventory.models import Connection, Host, VirtualMachine
+
+        self.fields["connection"].queryset = Connection.objects.order_by("name")
+        self.fields["repository"].queryset = Repository.objects.defer("password", "passphrase").order_by("name")
+        vms = VirtualMachine.objects.filter(vanished_at=None, is_template=False).select_related("connection")
+        hosts = Host.objects.filter(vanished_at=None).select_related("connection")
+        rules = self.instance.rules or {}
+        if self.instance.pk and not self.is_bound:
+            self.fields["rule_hosts"].initial = rules.get("hosts", [])
+            self.fields["rule_folders"].initial = "\n".join(rules.get("folders", []))
+            self.fields["rule_name"].initial = rules.get("name", "")
+        if connection is None and not self.is_bound and self.instance.pk:
+            used = set(self.instance.vms.values_list("connection_id", flat=True))
+            connection = used.pop() if len(used) == 1 else None
+        if self.is_bound:
+            connection = self.data.get("connection") or None
+        if connection and str(connection).isdigit():
+            self.fields["connection"].initial = int(connection)
+            keep_vms, keep_hosts = self._chosen("vms"), self._chosen("rule_hosts")
+            if not self.is_bound and self.instance.pk and "vms" not in self.initial:
+                keep_vms = list(self.instance.vms.values_list("pk", flat=True))
+                keep_hosts = rules.get("hosts", [])
+            vms = vms.filter(Q(connection_id=connection) | Q(pk__in=keep_vms))
+            hosts = hosts.filter(Q(connection_id=connection) | Q(pk__in=keep_hosts))
+        self.fields["vms"].queryset = vms.order_by("name", "pk")
+        self.fields["vms"].label_from_instance = lambda vm: f"{vm.name} ({vm.connection.name})"
+        self.fields["vms"].help_text = "VMs chosen one by one (hold Ctrl or ⌘ to choose several)."
+        self.fields["rule_hosts"].queryset = hosts.order_by("name", "pk")
+        self.fields["rule_hosts"].label_from_instance = lambda host: f"{host.name} ({host.connection.name})"
+        for field in self.fields.values():
+            field.widget.attrs["class"] = css_class(field.widget)
+
+    def _chosen(self, name: str) -> list[int]:
+        """The ids chosen in this field (posted, or given as initial values): kept when the lists are narrowed."""
+        if self.is_bound:
+            values = self.data.getlist(name) if hasattr(self.data, "getlist") else self.data.get(name) or []
+        else:
+            values = self.initial.get(name) or []
+        return [int(getattr(v, "pk", v)) for v in values if str(getattr(v, "pk", v)).isdigit()]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        rules, rule_problems = clean_rules({
+            "hosts": [h.pk for h in data.get("rule_hosts") or []],
+            "folders": data.get("rule_folders") or "",
+            "name": data.get("rule_name") or "",
+        })
+        self.rules = rules
+        fields = {"hosts": "rule_hosts", "folders": "rule_folders", "name": "rule_name"}
+        problems = {fields.get(k, k): v for k, v in rule_problems.items()}
+        values = {**data, "vms": list(data.get("vms") or []), "rules": rules}
+        if "vms" in self.errors:
+            values.pop("vms")
+        problems.update(job_problems(values))
+        for name, sentence in problems.items():
+            if name in self.fields and name not in self.errors:
+                self.add_error(name, sentence)
+        return data
+
+    def save(self, commit: bool = True) -> BackupJob:
+        job = super().save(commit=False)
+        job.rules = self.rules
+        job.schedule = job.schedule.strip()
+        if commit:
+            job.save()
+            self.save_m2m()
+        return job
+
+
+# --- Restores ----------------------------------------------------------------------------------------------
+
+
+def restore_problems(destination: dict) -> dict[str, str]:
+    """Sentences per field for a restore's destination; the same rules for the portal and the API.
+
+    New VM: a name not used on the host's connection, a present host, a datastore that host mounts and
+    optionally a network that host sees. Folder: an absolute path on a ready appliance.
+    """
+    from appliances.models import Appliance
+    from inventory.models import Datastore, Host, Network, VirtualMachine
+
+    problems: dict[str, str] = {}
+    mode = destination.get("mode")
+    appliance_id = destination.get("appliance")
+    if appliance_id and not Appliance.objects.filter(pk=appliance_id, state=Appliance.State.READY).exists():
+        problems["appliance"] = "This appliance is not ready: choose a ready one, or leave it empty to let VA Fleet " \
+                                "choose."
+    if mode == "folder":
+        folder = str(destination.get("folder") or "").strip()
+        if not folder:
+            problems["folder"] = "Enter the folder on the appliance to write the disk images into, e.g. /srv/restores."
+        elif not folder.startswith("/") or "/../" in f"{folder}/":
+            problems["folder"] = "Give the folder on the appliance as an absolute path, e.g. /srv/restores."
+        return problems
+    if mode != "new_vm":
+        problems["mode"] = "Choose how to restore: as a new VM (new_vm), or disk images into a folder (folder)."
+        return problems
+    name = str(destination.get("name") or "").strip()
+    host = Host.objects.filter(pk=destination.get("host"), vanished_at=None).select_related(
+        "connection").first() if str(destination.get("host") or "").isdigit() else None
+    if not name:
+        problems["name"] = "Enter the name of the new VM, e.g. the original name with -restored."
+    elif len(name) > 80:
+        problems["name"] = "Keep the VM's name to 80 characters or fewer."
+    if host is None:
+        problems["host"] = ("Choose the host to create the VM on." if not destination.get("host")
+                            else "There is no such host (or it has vanished): choose one from the inventory.")
+        return problems
+    if name and VirtualMachine.objects.filter(connection_id=host.connection_id, name=name, vanished_at=None).exists():
+        problems["name"] = f"A VM named {name} already exists on {host.connection.name}: choose another name."
+    datastore_id = destination.get("datastore")
+    if not datastore_id:
+        problems["datastore"] = f"Choose a datastore that {host.name} mounts."
+    else:
+        datastore = Datastore.objects.filter(pk=datastore_id, vanished_at=None).first() if str(
+            datastore_id).isdigit() else None
+        if datastore is None:
+            problems["datastore"] = "There is no such datastore (or it has vanished): choose one from the inventory."
+        elif not datastore.hosts.filter(pk=host.pk).exists():
+            problems["datastore"] = (f"Host {host.name} does not mount datastore {datastore.name}: choose a datastore "
+                                     "the host mounts.")
+    network_id = destination.get("network")
+    if network_id not in (None, ""):
+        network = Network.objects.filter(pk=network_id, vanished_at=None).first() if str(
+            network_id).isdigit() else None
+        if network is None:
+            problems["network"] = "There is no such network (or it has vanished): choose one from the inventory."
+        elif not network.hosts.filter(pk=host.pk).exists():
+            problems["network"] = (f"Network {network.name} is not available on host {host.name}: choose a network "
+                                   "the host sees, or none.")
+    return problems
+
+
+def _int(value) -> int | None:
+    return int(value) if str(value or "").isdigit() else None
+
+
+class RestoreForm(forms.Form):
+    """Where to restore a restore point: as a new VM (narrowed to what the chosen host sees) or into a folder."""
+
+    MODES = [("new_vm", "As a new VM"), ("folder", "Disk images into a folder on an appliance")]
+
+    mode = forms.ChoiceField(choices=MODES, initial="new_vm", widget=forms.RadioSelect, label="Restore")
+    name = forms.CharField(required=False, max_length=80, label="Name of the new VM")
+    host = forms.ModelChoiceField(queryset=None, required=False, empty_label="Choose a host")
+    datastore = forms.ModelChoiceField(queryset=None, required=False, empty_label="Choose a datastore",
+                                       help_text="Datastores the host mounts.")
+    network = forms.ModelChoiceField(queryset=None, required=False, empty_label="No network",
+                                     help_text="Networks the host sees; the new VM's NIC is connected to it.")
+    folder = forms.CharField(required=False, label="Folder on the appliance",
+                             help_text="An absolute path, e.g. /srv/restores; one .img file per disk is written.")
+    appliance = forms.ModelChoiceField(queryset=None, required=False, empty_label="Any suitable ready appliance")
+
+    def __init__(self, *args, point=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        from appliances.models import Appliance
+        from inventory.models import Datastore, Host, Network
+
+        self.point = point
+        hosts = Host.objects.filter(vanished_at=None).select_related("connection").order_by("name")
+        self.fields["host"].queryset = hosts
+        self.fields["host"].label_from_instance = lambda h: f"{h.name} ({h.connection.name})"
+        host_id = (self.data.get("host") if self.is_bound else self.initial.get("host")) or ""
+        host_id = str(getattr(host_id, "pk", host_id))
+        datastores = Datastore.objects.filter(vanished_at=None).order_by("name")
+        networks = Network.objects.filter(vanished_at=None).order_by("name")
+        if host_id.isdigit():
+            # What the host sees, and what was posted (so a wrong choice gets its sentence from the rules below).
+            posted = {name: self.data.get(name) if self.is_bound else None for name in ("datastore", "network")}
+            datastores = datastores.filter(Q(hosts=host_id) | Q(pk=_int(posted["datastore"]))).distinct()
+            networks = networks.filter(Q(hosts=host_id) | Q(pk=_int(posted["network"]))).distinct()
+        elif not self.is_bound:
+            datastores, networks = datastores.none(), networks.none()
+        self.fields["datastore"].queryset = datastores
+        self.fields["datastore"].label_from_instance = lambda d: (
+            f"{d.name} ({d.free_bytes / 2**30:.0f} GiB free)" if d.free_bytes else d.name)
+        self.fields["network"].queryset = networks
+        self.fields["appliance"].queryset = Appliance.objects.filter(state=Appliance.State.READY).order_by("name")
+        for name, field in self.fields.items():
+            if name != "mode":
+                field.widget.attrs["class"] = css_class(field.widget)
+
+    def clean(self) -> dict:
+        data = super().clean()
+        destination = self.destination(data)
+        for name, sentence in restore_problems(destination).items():
+            if name in self.fields and name not in self.errors:
+                self.add_error(name, sentence)
+        return data
+
+    @staticmethod
+    def destination(data: dict) -> dict:
+        """The destination as `jobs.services.start_restore` takes it."""
+        def pk(value):
+            return getattr(value, "pk", value)
+
+        if data.get("mode") == "folder":
+            destination = {"mode": "folder", "folder": (data.get("folder") or "").strip()}
+        else:
+            destination = {"mode": data.get("mode") or "", "name": (data.get("name") or "").strip(),
+                           "host": pk(data.get("host")), "datastore": pk(data.get("datastore"))}
+            if data.get("network"):
+                destination["network"] = pk(data["network"])
+        if data.get("appliance"):
+            destination["appliance"] = pk(data["appliance"])
+        return destination

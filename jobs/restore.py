@@ -40,7 +40,9 @@ def restore_appliance(point, destination: dict) -> Appliance:
     if destination.get("mode") == "folder":
         chosen = ready.order_by("-vcpus", "name").first()
     else:
-        datastore = Datastore.objects.get(pk=destination["datastore"])
+        datastore = Datastore.objects.filter(pk=destination["datastore"]).first()
+        if datastore is None:
+            raise RestoreRefused("The destination datastore does not exist (any more): choose another one.")
         chosen = (ready.filter(connection_id=datastore.connection_id, host__datastores=datastore)
                   .order_by("-vcpus", "name").first())
     if chosen is None:

@@ -69,7 +69,13 @@ def execute_run(run_id: int) -> JobRun:
 def _dispatch(run: JobRun, pending: deque, running: dict, pool, config: dict) -> None:
     limit = int(config.get("max_parallel", 4))
     load = Load.now()
+    cancelled = set(Task.objects.filter(pk__in=[t.pk for t in pending], cancel_requested=True)
+                    .values_list("pk", flat=True))
     for task in list(pending):
+        if task.pk in cancelled:
+            pending.remove(task)
+            _finish(task, Task.State.CANCELLED, "Cancelled before it started.", "cancelled")
+            continue
         if len(running) >= limit:
             return
         try:

@@ -76,7 +76,8 @@ def start_restore(point, destination: dict, user=None, *, queue: bool = True) ->
     appliance = restore_appliance(point, destination)
     with transaction.atomic():
         task = Task.objects.create(
-            kind=Task.Kind.RESTORE, restore_point=point, spec=destination, vm=point.vm, vm_name=point.vm_name,
+            kind=Task.Kind.RESTORE, restore_point=point, spec=destination, vm=point.vm,
+            vm_name=(point.vm_config or {}).get("name") or point.vm_name,
             connection=appliance.connection, repository=point.repository, appliance=appliance,
             appliance_name=appliance.name, mode=Task.Mode.HOTADD if mode == "new_vm" else "",
             created_by=user if getattr(user, "pk", None) else None)

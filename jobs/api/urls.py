@@ -8,5 +8,9 @@ app_name = "api-jobs"
 
 router = DefaultRouter()
 router.register("repositories", views.RepositoryViewSet, basename="repository")
+router.register("jobs", views.BackupJobViewSet, basename="job")
+router.register("runs", views.JobRunViewSet, basename="run")
+router.register("tasks", views.TaskViewSet, basename="task")
+router.register("restore-points", views.RestorePointViewSet, basename="restore-point")
 
 urlpatterns = [*router.urls]

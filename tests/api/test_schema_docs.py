@@ -29,6 +29,10 @@ def test_schema_generates_without_warnings(tmp_path):
         "/api/appliances/", "/api/appliances/{id}/deploy/", "/api/appliances/{id}/redeploy/",
         "/api/appliances/{id}/check/", "/api/appliances/bulk/", "/api/appliances/upgrade/",
         "/api/appliances/protection/", "/api/appliances/operations/", "/api/appliances/operations/{id}/",
+        "/api/jobs/jobs/", "/api/jobs/jobs/{id}/", "/api/jobs/jobs/{id}/vms/", "/api/jobs/jobs/{id}/run/",
+        "/api/jobs/runs/", "/api/jobs/runs/{id}/", "/api/jobs/runs/{id}/cancel/", "/api/jobs/tasks/",
+        "/api/jobs/tasks/{id}/", "/api/jobs/tasks/{id}/cancel/", "/api/jobs/tasks/{id}/events/",
+        "/api/jobs/restore-points/", "/api/jobs/restore-points/{id}/", "/api/jobs/restore-points/{id}/restore/",
     ):
         assert path in paths, path
 

@@ -122,8 +122,6 @@ def test_a_wrong_certificate_pin_is_refused(connector, snapshot):
             open_source("http", url=served["path"], **wrong)
 
 
-@pytest.mark.xfail(strict=True, reason="govmomi's simulator serves /folder without checking the session cookie "
-                                       "(vCenter and ESXi answer 401); the harness does not add that check yet")
 def test_a_wrong_session_cookie_is_refused(connector, snapshot):
     snap, _, _ = snapshot
     with connector.network_disk(snap.vm, snap, snap.disks[0]) as served:

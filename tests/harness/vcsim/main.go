@@ -102,7 +102,7 @@ func main() {
 	}
 	server := model.Service.NewServer()
 	defer server.Close()
-	server.Config.Handler = tracker.handler(server.Config.Handler) // before any client connects
+	server.Config.Handler = newFolderAuth().handler(tracker.handler(server.Config.Handler)) // before any client connects
 	if err := applyDelays(model, s.taskDelay, *methodDelay); err != nil {
 		log.Fatalf("-method-delay: %v", err)
 	}
