@@ -33,6 +33,9 @@ step "Deploying the built-in appliance (engine injected, serving every lab host)
 "$PY" manage.py fleet local \
     || say "warning: the built-in appliance is not ready (see above); the portal shows it and can deploy it again."
 
+step "Checking the local repository and the demo job"
+"$PY" manage.py jobs local
+
 step "Collecting static files"
 "$PY" manage.py collectstatic --noinput >"$LOG_DIR/collectstatic.log" 2>&1 \
     || { tail -n 30 "$LOG_DIR/collectstatic.log" >&2; die "collecting static files failed (log: $LOG_DIR/collectstatic.log)."; }

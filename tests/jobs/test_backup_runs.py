@@ -129,3 +129,17 @@ def test_restore_refuses_an_incomplete_destination(lab, repository):
         services.start_restore(point, {"mode": "new_vm", "name": "x"})
     with pytest.raises(RestoreRefused, match="absolute path"):
         services.start_restore(point, {"mode": "folder", "folder": "relative"})
+
+
+def test_the_embedded_default_gets_a_local_repository_and_a_demo_job(lab, capsys, settings):
+    call_command("jobs", "local", "--connection", "Lab")
+    call_command("jobs", "local", "--connection", "Lab")  # idempotent
+    out = capsys.readouterr().out
+    assert out.count("passphrase (shown once") == 1
+    repository = Repository.objects.get(name="Local repository")
+    assert repository.kind == "local" and repository.path == str(settings.VAR_DIR / "repository")
+    job = BackupJob.objects.get(name="Lab demo")
+    assert job.vms.count() == 3 and not job.schedule
+    call_command("jobs", "run", "Lab demo")
+    assert job.runs.get().state == JobRun.State.SUCCEEDED
+    assert RestorePoint.objects.filter(repository=repository).count() == 3
