@@ -14,6 +14,7 @@ from django.http import HttpRequest
 from appliances import services
 from appliances.forms import ApplianceForm
 from appliances.models import Appliance, FleetOperation, FleetOperationItem
+from core.admin import ReadOnlyInline
 from core.errors import ActionableError
 
 
@@ -59,19 +60,11 @@ class ApplianceAdmin(admin.ModelAdmin):
             self.message_user(request, f"{operation} queued.", messages.SUCCESS)
 
 
-class FleetOperationItemInline(admin.TabularInline):
+class FleetOperationItemInline(ReadOnlyInline):
     model = FleetOperationItem
     fields = ("appliance_name", "appliance", "state", "phase", "percent", "message", "bytes_sent", "started",
               "finished")
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 @admin.register(FleetOperation)

@@ -84,9 +84,25 @@ admin.site.register(TokenProxy, MaskedTokenAdmin)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows the system manages itself: support staff may look, never edit."""
+    """Rows the system manages itself: support staff may look, never add or edit."""
+
+    show_full_result_count = False
+    list_per_page = 100
 
     def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+class ReadOnlyInline(admin.TabularInline):
+    """Child rows shown under their parent, never added, changed or deleted here."""
+
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:

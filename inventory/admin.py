@@ -10,6 +10,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from core import admin as core_admin
 from core import audit
 from core.models import AuditEntry
 from core.secrets import SecretUnreadable
@@ -29,17 +30,8 @@ from inventory.services import test_connection
 from inventory.tasks import request_sync
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Viewing only: these rows are written by syncs."""
-
-    show_full_result_count = False
-    list_per_page = 100
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
+class ReadOnlyAdmin(core_admin.ReadOnlyAdmin):
+    """Viewing only: these rows are written by syncs (never deleted here either)."""
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
@@ -128,18 +120,10 @@ class NetworkAdmin(ReadOnlyAdmin):
     search_fields = ("name", "moref", "switch")
 
 
-class VirtualDiskInline(admin.TabularInline):
+class VirtualDiskInline(core_admin.ReadOnlyInline):
     model = VirtualDisk
     fields = ("key", "label", "file_name", "datastore", "capacity_bytes", "thin", "cbt_enabled", "vanished_at")
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 @admin.register(VirtualMachine)

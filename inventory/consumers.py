@@ -9,40 +9,21 @@ from __future__ import annotations
 import logging
 
 from asgiref.sync import async_to_sync
-from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 
-from core.rbac import VIEW, can
+from core.consumers import FORBIDDEN, GroupPushConsumer
 from inventory.models import Connection
 
 log = logging.getLogger(__name__)
 
 GROUP = "inventory.connections"
-# Close code sent to a socket whose user may not see the inventory (4000-4999: application codes).
-FORBIDDEN = 4403
+__all__ = ["FORBIDDEN", "GROUP", "ConnectionStatusConsumer", "publish_status", "status_of"]
 
 
-class ConnectionStatusConsumer(AsyncJsonWebsocketConsumer):
+class ConnectionStatusConsumer(GroupPushConsumer):
     """Pushes `{"event": "connection.status", "connection": {...}}` to viewers and above."""
 
-    joined = False
-
-    async def connect(self) -> None:
-        # Accept first: a close before accept is a bare HTTP 403 and the browser never sees the code.
-        await self.accept()
-        if not await database_sync_to_async(can)(self.scope.get("user"), VIEW):
-            await self.close(code=FORBIDDEN)
-            return
-        await self.channel_layer.group_add(GROUP, self.channel_name)
-        self.joined = True
-
-    async def disconnect(self, code: int) -> None:
-        if self.joined:
-            await self.channel_layer.group_discard(GROUP, self.channel_name)
-
-    async def receive_json(self, content, **kwargs) -> None:
-        """The socket only pushes; anything the browser sends is ignored."""
+    group = GROUP
 
     async def connection_status(self, event: dict) -> None:
         await self.send_json({"event": "connection.status", "connection": event["connection"]})

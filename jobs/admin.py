@@ -14,9 +14,10 @@ from django.http import HttpRequest
 
 from appliances.actions import SENTENCE_ERRORS
 from core import audit
+from core.admin import ReadOnlyInline
 from core.errors import ActionableError
 from core.models import AuditEntry
-from inventory.admin import ReadOnlyAdmin
+from inventory.admin import ReadOnlyAdmin  # history: never deleted here either
 from jobs import repositories, services
 from jobs.forms import RepositoryForm, clean_rules, job_problems
 from jobs.models import BackupJob, JobRun, Repository, RestorePoint, Task, TaskEvent
@@ -114,19 +115,10 @@ class JobRunAdmin(ReadOnlyAdmin):
     raw_id_fields = ("job", "created_by")
 
 
-class TaskEventInline(admin.TabularInline):
+class TaskEventInline(ReadOnlyInline):
     model = TaskEvent
     fields = ("seq", "type", "data", "time")
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = False
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 @admin.register(Task)

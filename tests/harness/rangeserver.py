@@ -19,7 +19,6 @@ import hashlib
 import ipaddress
 import json
 import os
-import re
 import shutil
 import ssl
 import sys
@@ -30,8 +29,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from inventory.connectors.lab.network import byte_range
+
 COPY_BLOCK = 1 << 20
-RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 def make_certificate(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path, str]:
@@ -119,22 +119,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(404, text="Not Found")
             return
         size = path.stat().st_size
-        start, end, status = 0, size - 1, 200
-        header = self.headers.get("Range")
-        if header:
-            match = RANGE.match(header.strip())
-            if not match or match.groups() == ("", ""):
-                self._reply(416, {"Content-Range": f"bytes */{size}"})
-                return
-            first, last = match.groups()
-            if first == "":  # suffix range: the last N bytes
-                start, end = max(0, size - int(last)), size - 1
-            else:
-                start, end = int(first), min(int(last), size - 1) if last else size - 1
-            if start >= size or start > end:
-                self._reply(416, {"Content-Range": f"bytes */{size}"})
-                return
-            status = 206
+        wanted = byte_range(self.headers.get("Range"), size)
+        if wanted is None:
+            self._reply(416, {"Content-Range": f"bytes */{size}"})
+            return
+        status, start, end = wanted
         length = end - start + 1 if size else 0
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")

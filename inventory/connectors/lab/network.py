@@ -53,6 +53,23 @@ IDLE_TIMEOUT = 120.0  # seconds a keep-alive connection may sit idle before the 
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
+def byte_range(header: str | None, size: int) -> tuple[int, int, int] | None:
+    """(status, first, last byte) that a GET with this Range header gets; None: 416 (not satisfiable)."""
+    if not header:
+        return 200, 0, size - 1
+    match = RANGE.match(header.strip())
+    if not match or match.groups() == ("", ""):
+        return None
+    first, last = match.groups()
+    if first == "":  # the last N bytes
+        start, end = max(0, size - int(last)), size - 1
+    else:
+        start, end = int(first), min(int(last), size - 1) if last else size - 1
+    if start >= size or start > end:
+        return None
+    return 206, start, end
+
+
 def bind_address(appliance_address: str) -> str:
     """The address of this machine that the appliance at `appliance_address` reaches.
 
@@ -171,22 +188,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(404, text="Not found.\n")
             return
         size = server.view.capacity
-        start, end, status = 0, size - 1, 200
-        header = self.headers.get("Range")
-        if header:
-            match = RANGE.match(header.strip())
-            if not match or match.groups() == ("", ""):
-                self._reply(416, {"Content-Range": f"bytes */{size}"})
-                return
-            first, last = match.groups()
-            if first == "":  # the last N bytes
-                start, end = max(0, size - int(last)), size - 1
-            else:
-                start, end = int(first), min(int(last), size - 1) if last else size - 1
-            if start >= size or start > end:
-                self._reply(416, {"Content-Range": f"bytes */{size}"})
-                return
-            status = 206
+        wanted = byte_range(self.headers.get("Range"), size)
+        if wanted is None:
+            self._reply(416, {"Content-Range": f"bytes */{size}"})
+            return
+        status, start, end = wanted
         length = end - start + 1 if size else 0
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
