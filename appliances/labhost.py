@@ -38,11 +38,15 @@ ID_RE = re.compile(r"^[0-9a-f]{6}$")
 ENGINE_DIR = "vafleet"  # relative to the login's home: where the VA side installs engines
 HOSTNAME_RE = re.compile(r"^(?=.{1,63}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?$", re.IGNORECASE)
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,30}$")
-# Runs inside the VA's fresh mount + UTS namespace; arguments arrive as positional parameters.
+# Runs inside the VA's fresh mount + UTS namespace; arguments arrive as positional parameters. The VA
+# gets a copy of this machine's /etc with its own accounts, bound over the whole of /etc: a bind over
+# single files would be dropped by the kernel as soon as this machine replaced one (useradd renames a
+# new /etc/shadow into place), and the VA would see this machine's passwords.
 START_SCRIPT = (
     'd=$1; h=$2; m=$3; shift 3; '
-    'mount --bind "$d/etc/passwd" /etc/passwd && mount --bind "$d/etc/shadow" /etc/shadow && '
-    'mount --bind "$d/etc/group" /etc/group && hostname "$h" && '
+    'rm -rf "$d/root-etc" && cp -a /etc "$d/root-etc" && '
+    'cp "$d/etc/passwd" "$d/etc/shadow" "$d/etc/group" "$d/root-etc/" && '
+    'mount --bind "$d/root-etc" /etc && hostname "$h" && '
     '{ [ -z "$m" ] || mount -t tmpfs -o "size=${m}m,mode=755" vafleet "$d/home/root/vafleet"; } && exec "$@"'
 )
 

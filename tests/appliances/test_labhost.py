@@ -37,6 +37,17 @@ def test_several_appliances_are_separate_hosts(fleet):
     assert all(h.info.user not in Path("/etc/passwd").read_text().split(":") for h in fleet)
 
 
+def test_the_machine_replacing_its_shadow_file_does_not_change_the_appliance_accounts(lab_va):
+    """useradd renames a new /etc/shadow into place: an appliance must keep its own passwords."""
+    info = lab_va.info
+    shadow = Path("/etc/shadow")
+    copy = shadow.with_name(".shadow.vafleet-test")
+    subprocess.run(["cp", "-p", str(shadow), str(copy)], check=True)  # same content, new inode
+    copy.replace(shadow)
+    with SSHTransport(info.address, info.port, "root", host_key=info.host_key, password=ROOT_PASSWORD) as t:
+        assert t.run(["id", "-u"]).stdout.decode().strip() == "0"
+
+
 def test_destroy_removes_namespace_processes_and_files():
     (host,) = create_lab(1)
     info, pid = host.info, host.state["sshd_pid"]
