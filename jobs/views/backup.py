@@ -239,5 +239,5 @@ def describe(event: TaskEvent) -> str:
         return str(data["message"])
     if event.type == "result":
         shown = {k: v for k, v in data.items() if not isinstance(v, list | dict)}
-        return ", ".join(f"{k}: {v}" for k, v in shown.items()) or "Finished."
-    return ", ".join(f"{k}: {v}" for k, v in data.items())
+        return ", ".join(f"{k}: {v}" for k, v in sorted(shown.items())) or "Finished."
+    return ", ".join(f"{k}: {v}" for k, v in sorted(data.items()))  # PostgreSQL's jsonb does not keep key order
