@@ -58,28 +58,37 @@ def cancel_task(task: Task) -> None:
 
 
 def start_restore(point, destination: dict, user=None, *, queue: bool = True) -> Task:
-    """Queue a restore of `point`: {"mode": "new_vm", "name", "host", "datastore", "network"} or
-    {"mode": "folder", "folder"} (a folder on the appliance); optional "appliance" (id)."""
+    """Queue a restore of `point`: {"mode": "new_vm", "name", "host", "datastore", "network"},
+    {"mode": "folder", "folder"} (a folder on the appliance), {"mode": "original", "confirm": true} (over the
+    powered-off VM's own disks) or {"mode": "disk", "disk", "vm", "target_disk_key", "confirm": true} (one
+    disk into a powered-off VM's disk at least as large); optional "appliance" (id)."""
     from django_q.tasks import async_task
 
-    from jobs.restore import RestoreRefused, restore_appliance
+    from jobs.restore import IN_PLACE, RestoreRefused, in_place_plan, restore_appliance
 
     mode = destination.get("mode")
-    if mode not in ("new_vm", "folder"):
-        raise RestoreRefused("Choose how to restore: as a new VM, or disk images into a folder.")
+    if mode not in ("new_vm", "folder", *IN_PLACE):
+        raise RestoreRefused("Choose how to restore: as a new VM, disk images into a folder, over the VM's own "
+                             "disks, or one disk into another VM's disk.")
+    target_vm, datastores = point.vm, None
     if mode == "new_vm":
         missing = [k for k in ("name", "host", "datastore") if not destination.get(k)]
         if missing:
             raise RestoreRefused(f"A restore as a new VM needs: {', '.join(missing)}.")
-    elif not str(destination.get("folder", "")).startswith("/"):
-        raise RestoreRefused("Give the folder on the appliance as an absolute path, e.g. /srv/restores.")
-    appliance = restore_appliance(point, destination)
+    elif mode == "folder":
+        if not str(destination.get("folder", "")).startswith("/"):
+            raise RestoreRefused("Give the folder on the appliance as an absolute path, e.g. /srv/restores.")
+    else:
+        plan = in_place_plan(point, destination)
+        target_vm, datastores = plan.vm, plan.datastores()
+    appliance = restore_appliance(point, destination, datastores)
     with transaction.atomic():
         task = Task.objects.create(
-            kind=Task.Kind.RESTORE, restore_point=point, spec=destination, vm=point.vm,
-            vm_name=(point.vm_config or {}).get("name") or point.vm_name,
+            kind=Task.Kind.RESTORE, restore_point=point, spec=destination, vm=target_vm,
+            vm_name=(target_vm.name if mode in IN_PLACE else
+                     (point.vm_config or {}).get("name") or point.vm_name),
             connection=appliance.connection, repository=point.repository, appliance=appliance,
-            appliance_name=appliance.name, mode=Task.Mode.HOTADD if mode == "new_vm" else "",
+            appliance_name=appliance.name, mode="" if mode == "folder" else Task.Mode.HOTADD,
             created_by=user if getattr(user, "pk", None) else None)
         if queue:
             transaction.on_commit(lambda: async_task("jobs.tasks.run_restore_task", task.pk,

@@ -289,8 +289,10 @@ class RestorePointSerializer(serializers.ModelSerializer):
 
 
 class RestoreRequestSerializer(serializers.Serializer):
-    mode = serializers.ChoiceField(choices=["new_vm", "folder"], default="new_vm",
-                                   help_text="new_vm: create a VM; folder: disk images into a folder on an appliance.")
+    mode = serializers.ChoiceField(choices=["new_vm", "folder", "original", "disk"], default="new_vm",
+                                   help_text="new_vm: create a VM; folder: disk images into a folder on an appliance; "
+                                             "original: overwrite the VM's own disks (powered off, confirm); "
+                                             "disk: one disk into an existing powered-off VM's disk (confirm).")
     name = serializers.CharField(required=False, allow_blank=True, max_length=80, help_text="new_vm: the VM's name.")
     host = serializers.IntegerField(required=False, allow_null=True, help_text="new_vm: the host to create it on.")
     datastore = serializers.IntegerField(required=False, allow_null=True,
@@ -301,9 +303,22 @@ class RestoreRequestSerializer(serializers.Serializer):
                                    help_text="folder: an absolute path on the appliance.")
     appliance = serializers.IntegerField(required=False, allow_null=True,
                                          help_text="Optional: the ready appliance to restore through.")
+    confirm = serializers.BooleanField(required=False, default=False,
+                                       help_text="original, disk: yes, overwrite those disks.")
+    disk = serializers.CharField(required=False, allow_blank=True,
+                                 help_text="disk: the disk's name in the restore point.")
+    vm = serializers.IntegerField(required=False, allow_null=True, help_text="disk: the VM whose disk is overwritten.")
+    target_disk_key = serializers.IntegerField(required=False, allow_null=True,
+                                               help_text="disk: the key of that VM's disk to overwrite.")
+
+    IN_PLACE = {"original": ("mode", "confirm", "appliance"),
+                "disk": ("mode", "confirm", "appliance", "disk", "vm", "target_disk_key")}
 
     def validate(self, attrs: dict) -> dict:
         destination = {k: v for k, v in attrs.items() if v not in (None, "")}
+        if destination.get("mode") in self.IN_PLACE:  # checked against the VM by the service
+            return {k: v for k, v in destination.items() if k in self.IN_PLACE[destination["mode"]]}
+        destination.pop("confirm", None)
         if destination.get("mode") == "folder":
             destination = {k: v for k, v in destination.items() if k in ("mode", "folder", "appliance")}
         else:
