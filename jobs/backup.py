@@ -140,6 +140,11 @@ def _changed_blocks(task, log, connector, snapshot, disk, source: dict, parent, 
         source["change_id"] = change_id
     except ChangeIdUnknown as exc:
         log.log(f"{source['name']}: {exc} Reading the whole disk; only new chunks are stored.", "warning")
+        if previous:  # the snapshot's own change id still lets the next backup be incremental
+            try:
+                source["change_id"] = connector.changed_areas(task.vm.moref, snapshot.moref, disk["key"], "*")[1]
+            except ConnectorError:
+                pass
     except ConnectorError as exc:
         log.log(f"{source['name']}: no changed-block tracking ({exc}); reading the whole disk.", "info")
 
