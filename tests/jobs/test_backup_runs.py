@@ -6,35 +6,12 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
-from inventory.connectors.lab import LabConnector, seed
-from inventory.models import Connection, VirtualMachine
-from inventory.sync import sync_connection
+from inventory.connectors.lab import LabConnector
+from inventory.models import VirtualMachine
 from jobs import services
 from jobs.models import BackupJob, JobRun, Repository, RestorePoint, Task
 from jobs.runs import execute_run
-
-PASSPHRASE = "Repo-Passphrase-1"
-
-
-@pytest.fixture
-def lab(tmp_path, transactional_db):
-    seed(tmp_path / "lab", vms=6, disk_size=4 << 20)
-    connection = Connection.objects.create(name="Lab", kind="lab", options={"root": str(tmp_path / "lab")})
-    assert sync_connection(connection.pk).ok
-    call_command("fleet", "local", "--connection", "Lab")
-    return connection
-
-
-@pytest.fixture
-def repository(tmp_path, lab):
-    return Repository.objects.create(name="local repo", kind="local", path=str(tmp_path / "repo"),
-                                     passphrase=PASSPHRASE, chunk_size=1 << 20)
-
-
-def job_for(repository, vms, **fields) -> BackupJob:
-    job = BackupJob.objects.create(name=fields.pop("name", "nightly"), repository=repository, **fields)
-    job.vms.set(vms)
-    return job
+from tests.jobs.conftest import job_for
 
 
 def test_a_run_backs_up_every_vm_and_records_restore_points(lab, repository):

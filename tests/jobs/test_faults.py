@@ -26,8 +26,7 @@ from jobs.backup import vm_key
 from jobs.models import JobRun, Repository, RestorePoint, Task
 from jobs.runs import execute_run
 from jobs.targets import target_spec
-from tests.appliances.conftest import make_changed_bundle  # noqa: F401 - fixture
-from tests.jobs.test_backup_runs import PASSPHRASE, job_for, lab, repository  # noqa: F401 - fixtures
+from tests.jobs.conftest import PASSPHRASE, job_for
 
 MIB = 1 << 20
 needs_mount = pytest.mark.skipif(
@@ -61,7 +60,7 @@ def small_target(tmp_path):
 
 
 @needs_mount
-def test_a_full_target_fails_the_task_with_its_sentence_and_keeps_no_half_restore_point(lab, small_target):  # noqa: F811
+def test_a_full_target_fails_the_task_with_its_sentence_and_keeps_no_half_restore_point(lab, small_target):
     small_repo = Repository.objects.create(name="small", kind="local", path=str(small_target / "repo"),
                                            passphrase=PASSPHRASE, chunk_size=256 << 10)
     vm = VirtualMachine.objects.filter(connection=lab).order_by("name").first()
@@ -96,7 +95,7 @@ def test_a_full_target_fails_the_task_with_its_sentence_and_keeps_no_half_restor
 
 
 # -- 2. wrong passphrase -----------------------------------------------------------------------
-def test_a_wrong_passphrase_fails_every_task_and_never_reinitialises(lab, repository):  # noqa: F811
+def test_a_wrong_passphrase_fails_every_task_and_never_reinitialises(lab, repository):
     vms = list(VirtualMachine.objects.filter(connection=lab).order_by("name")[:2])
     job = job_for(repository, vms)
     assert run_job(job).state == JobRun.State.SUCCEEDED
@@ -127,7 +126,7 @@ def test_a_wrong_passphrase_fails_every_task_and_never_reinitialises(lab, reposi
 
 
 # -- 3. an outdated engine on the appliance ----------------------------------------------------
-def test_an_outdated_engine_is_replaced_before_the_backup(lab, repository, make_changed_bundle):  # noqa: F811
+def test_an_outdated_engine_is_replaced_before_the_backup(lab, repository, make_changed_bundle):
     from appliances.actions import current_bundle
     from appliances.connect import ENGINE_DIR, python_for, transport_for
     from appliances.injection import engine_version, ensure_engine
@@ -154,7 +153,7 @@ def test_an_outdated_engine_is_replaced_before_the_backup(lab, repository, make_
 
 
 # -- 4. cancel -----------------------------------------------------------------------------------
-def test_cancelling_a_run_mid_backup_leaves_no_snapshot_and_a_sound_repository(lab, repository):  # noqa: F811
+def test_cancelling_a_run_mid_backup_leaves_no_snapshot_and_a_sound_repository(lab, repository):
     root = lab.options["root"]
     connector = LabConnector(root=root)
     small = VirtualMachine.objects.filter(connection=lab).order_by("name").first()

@@ -16,12 +16,12 @@ from jobs import services
 from jobs.models import Task
 from jobs.restore import RestoreRefused
 from jobs.runs import execute_restore, execute_run
-from tests.jobs.test_backup_runs import job_for, lab, repository  # noqa: F401 - fixtures
+from tests.jobs.conftest import job_for
 
 MIB = 1 << 20
 
 
-def hot_addable(lab, disks: int | None = None) -> list[VirtualMachine]:  # noqa: F811 - the fixture's value
+def hot_addable(lab, disks: int | None = None) -> list[VirtualMachine]:
     """VMs of the lab whose every disk is on a datastore the local appliance's host mounts."""
     mounted = set(Appliance.objects.get(name="local-appliance").host.datastores.values_list("pk", flat=True))
     found = []
@@ -32,7 +32,7 @@ def hot_addable(lab, disks: int | None = None) -> list[VirtualMachine]:  # noqa:
     return found
 
 
-def power(lab, vm: VirtualMachine, state: str) -> VirtualMachine:  # noqa: F811
+def power(lab, vm: VirtualMachine, state: str) -> VirtualMachine:
     """Power the lab VM on or off, and record it as an inventory sync would."""
     LabConnector(root=lab.options["root"]).set_power(vm.moref, state)
     VirtualMachine.objects.filter(pk=vm.pk).update(power_state=state)
@@ -41,7 +41,7 @@ def power(lab, vm: VirtualMachine, state: str) -> VirtualMachine:  # noqa: F811
     return vm
 
 
-def synced(lab, moref: str) -> VirtualMachine:  # noqa: F811
+def synced(lab, moref: str) -> VirtualMachine:
     """A VM just created in the lab, brought into the inventory."""
     result = sync_connection(lab.pk, claimed=True)  # the lab fixture leaves a sync queued (claimed)
     assert result.ok, result.message
@@ -52,7 +52,7 @@ def digests(connector: LabConnector, moref: str) -> list[str]:
     return [connector.disk_digest(moref, d["key"]) for d in connector.vm_disks(moref)]
 
 
-def backed_up(lab, repository, vm):  # noqa: F811
+def backed_up(lab, repository, vm):
     from jobs.models import BackupJob
 
     job = BackupJob.objects.filter(name=f"job {vm.name}").first() or job_for(repository, [vm], name=f"job {vm.name}")
@@ -62,7 +62,7 @@ def backed_up(lab, repository, vm):  # noqa: F811
     return task.restore_point
 
 
-def test_restore_over_the_vms_own_disks(lab, repository):  # noqa: F811
+def test_restore_over_the_vms_own_disks(lab, repository):
     connector = LabConnector(root=lab.options["root"])
     vm = hot_addable(lab)[0]
     before = digests(connector, vm.moref)
@@ -104,7 +104,7 @@ def test_restore_over_the_vms_own_disks(lab, repository):  # noqa: F811
     assert not any("cannot be trusted" in m for m in logs), logs  # not left to the engine's sampling to notice
 
 
-def test_restore_one_disk_into_another_vms_disk(lab, repository):  # noqa: F811
+def test_restore_one_disk_into_another_vms_disk(lab, repository):
     connector = LabConnector(root=lab.options["root"])
     source, target = hot_addable(lab)[:2]
     point = backed_up(lab, repository, source)
@@ -123,7 +123,7 @@ def test_restore_one_disk_into_another_vms_disk(lab, repository):  # noqa: F811
     assert connector.devices(task.appliance.vm_moref) == []
 
 
-def test_restore_one_disk_into_a_larger_disk_keeps_its_size(lab, repository, tmp_path):  # noqa: F811
+def test_restore_one_disk_into_a_larger_disk_keeps_its_size(lab, repository, tmp_path):
     from inventory.connectors.base import NewVmSpec
 
     connector = LabConnector(root=lab.options["root"])
@@ -157,7 +157,7 @@ def test_restore_one_disk_into_a_larger_disk_keeps_its_size(lab, repository, tmp
     assert any("the rest reads as zeros" in (e.data.get("message") or "") for e in task.events.all())
 
 
-def test_refusals_name_the_problem_and_change_nothing(lab, repository):  # noqa: F811
+def test_refusals_name_the_problem_and_change_nothing(lab, repository):
     from inventory.connectors.base import NewVmSpec
 
     connector = LabConnector(root=lab.options["root"])
@@ -196,7 +196,7 @@ def test_refusals_name_the_problem_and_change_nothing(lab, repository):  # noqa:
     assert {m: digests(connector, m) for m in before} == before
 
 
-def test_a_vm_powered_on_after_queueing_is_refused_at_run_time(lab, repository):  # noqa: F811
+def test_a_vm_powered_on_after_queueing_is_refused_at_run_time(lab, repository):
     connector = LabConnector(root=lab.options["root"])
     vm = hot_addable(lab)[0]
     point = backed_up(lab, repository, vm)
@@ -211,7 +211,7 @@ def test_a_vm_powered_on_after_queueing_is_refused_at_run_time(lab, repository):
     assert digests(connector, vm.moref) == changed
 
 
-def test_a_cancelled_restore_over_a_vm_says_its_disks_are_partly_written(lab, repository):  # noqa: F811
+def test_a_cancelled_restore_over_a_vm_says_its_disks_are_partly_written(lab, repository):
     connector = LabConnector(root=lab.options["root"])
     vm = hot_addable(lab)[0]
     point = backed_up(lab, repository, vm)
@@ -224,7 +224,7 @@ def test_a_cancelled_restore_over_a_vm_says_its_disks_are_partly_written(lab, re
     assert task.attached == [] and connector.devices(task.appliance.vm_moref) == []
 
 
-def test_the_api_takes_the_in_place_modes_and_refuses_without_confirmation(lab, repository, api_client_for):  # noqa: F811
+def test_the_api_takes_the_in_place_modes_and_refuses_without_confirmation(lab, repository, api_client_for):
     vm = power(lab, hot_addable(lab)[0], "poweredOff")
     point = backed_up(lab, repository, vm)
     operator = api_client_for("operator")

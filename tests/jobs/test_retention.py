@@ -14,10 +14,7 @@ from jobs.engine import EngineFailed, run_engine_operation
 from jobs.models import JobRun, RestorePoint
 from jobs.runs import execute_run
 from jobs.targets import target_spec
-from tests.jobs import test_backup_runs as backup_runs
-
-job_for = backup_runs.job_for
-lab, repository = backup_runs.lab, backup_runs.repository  # shared fixtures, found by pytest under these names
+from tests.jobs.conftest import job_for
 
 
 def repository_points(repository) -> dict[str, list[str]]:

@@ -15,10 +15,7 @@ from inventory.connectors.lab import LabConnector
 from inventory.models import VirtualMachine
 from jobs import services, sweeper
 from jobs.models import JobRun, Task
-from tests.jobs import test_backup_runs as backup_runs
-
-job_for = backup_runs.job_for
-lab, repository = backup_runs.lab, backup_runs.repository  # shared fixtures, found by pytest under these names
+from tests.jobs.conftest import job_for
 
 LONG_AGO = timedelta(seconds=settings.Q_CLUSTER["timeout"] + 600)
 
