@@ -63,6 +63,11 @@ class BackupJob(models.Model):
         HOTADD = "hotadd", "Hot-add only"
         NETWORK = "network", "Network only"
 
+    class Notify(models.TextChoices):
+        NEVER = "never", "Never"
+        FAILURE = "failure", "When a run fails or partly fails"
+        ALWAYS = "always", "After every run"
+
     name = models.CharField(max_length=100, unique=True)
     repository = models.ForeignKey(Repository, on_delete=models.PROTECT, related_name="jobs")
     vms = models.ManyToManyField(VirtualMachine, blank=True, related_name="backup_jobs",
@@ -79,6 +84,12 @@ class BackupJob(models.Model):
     use_cbt = models.BooleanField(default=True, help_text="Read only changed blocks when the hypervisor knows them.")
     verify = models.BooleanField(default=True, help_text="Authenticate every new restore point.")
     max_parallel = models.PositiveSmallIntegerField(default=4, help_text="VMs of this job backed up at once.")
+    throttle_mbps = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Read limit per VM in MB/s (spares the production storage); empty: none.")
+    notify_on = models.CharField(max_length=10, choices=Notify.choices, default=Notify.FAILURE,
+                                 help_text="When this job's recipients get an e-mail about a run.")
+    notify_emails = models.CharField(max_length=500, blank=True,
+                                     help_text="Extra addresses for this job's run e-mails, separated by commas.")
     enabled = models.BooleanField(default=True)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
@@ -111,6 +122,7 @@ class JobRun(models.Model):
     created = models.DateTimeField(auto_now_add=True)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
+    notified = models.DateTimeField(null=True, blank=True, help_text="When the run's e-mail was sent.")
 
     class Meta:
         ordering = ["-created"]
@@ -222,3 +234,23 @@ class TaskEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_id}#{self.seq} {self.type}"
+
+
+class NotificationSettings(models.Model):
+    """A user's e-mail choices: failures of every job, a daily summary, and where to send them."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
+    email = models.EmailField(blank=True, help_text="Empty: the account's e-mail address.")
+    on_failure = models.BooleanField(default=False, help_text="An e-mail when any job's run fails or partly fails.")
+    daily_summary = models.BooleanField(default=False, help_text="One e-mail a day with the last 24 hours of runs.")
+    last_summary = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "notification settings"
+
+    def __str__(self) -> str:
+        return f"Notifications of {self.user}"
+
+    @property
+    def address(self) -> str:
+        return self.email or self.user.email
