@@ -8,7 +8,8 @@ from functools import wraps
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Count, Q
+from django.db.models import BigIntegerField, Count, OuterRef, Q, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
@@ -72,7 +73,48 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         ),
         "recent": AuditEntry.objects.all()[:12],
     }
+    context.update(_protection_panels())
     return render(request, "core/dashboard.html", context)
+
+
+def _protection_panels() -> dict:
+    """The dashboard's backup panels: protection, the last 24 h of runs, running jobs, repositories, appliances."""
+    from django.conf import settings
+
+    from appliances.models import Appliance
+    from inventory.views.listing import count_of
+    from jobs import protection
+    from jobs.models import JobRun, Repository, RestorePoint
+    from jobs.views.runs import running_runs, since
+
+    protected = protection.counts()
+    runs_by_state = dict(JobRun.objects.filter(created__gte=since("24h")).values_list("state")
+                         .annotate(n=Count("pk")).order_by())
+    ended = (JobRun.State.SUCCEEDED, JobRun.State.PARTIAL, JobRun.State.FAILED, JobRun.State.CANCELLED)
+    stored = (RestorePoint.objects.filter(repository=OuterRef("pk")).order_by().values("repository")
+              .annotate(n=Sum("stored_bytes")).values("n"))
+    repositories = list(Repository.objects.defer("password", "passphrase").annotate(
+        stored=Coalesce(Subquery(stored, output_field=BigIntegerField()), 0),
+        point_count=count_of(RestorePoint, "repository")))
+    for repository in repositories:  # the bar: its restore points against the space still free
+        known = repository.stored + (repository.free_bytes or 0)
+        repository.used_percent = None
+        if repository.free_bytes is not None and known:
+            repository.used_percent = round(100 * repository.stored / known)
+    by_state = dict(Appliance.objects.values_list("state").annotate(n=Count("pk")).order_by())
+    return {
+        "protection": protected,
+        "protection_total": sum(protected.values()),
+        "rpo_hours": settings.VAFLEET_RPO_HOURS,
+        "runs_24h": [(state, JobRun.State(state).label, runs_by_state.get(state, 0)) for state in ended],
+        "runs_24h_total": sum(runs_by_state.values()),
+        "running": running_runs(),
+        "repositories": repositories,
+        "appliance_states": [(value, label, by_state.get(value, 0)) for value, label in Appliance.State.choices],
+        "appliance_total": sum(by_state.values()),
+        "unreachable": Appliance.objects.filter(state=Appliance.State.UNREACHABLE).only(
+            "pk", "name", "health_message", "last_seen").order_by("name"),
+    }
 
 
 AUDIT_PAGE_SIZE = 50

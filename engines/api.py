@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from engines.backup import CBT_SAMPLE, BackupPipeline, DiskInput
-from engines.contract import DiskSpec, JobSpec
+from engines.contract import DiskSpec, JobSpec, log_event
 from engines.errors import EngineError, TargetError, TargetNotFound, TargetPermissionDenied
 from engines.progress import Emit
 from engines.repository import catalog
@@ -21,10 +21,12 @@ from engines.repository import format as fmt
 from engines.repository import prune as prune_mod
 from engines.repository import verify as verify_mod
 from engines.repository.keys import unwrap_master_key
+from engines.repository.locks import BACKUP_LOCK_WAIT
 from engines.repository.store import Repository, RepositoryError
 from engines.restore import restore_disk
 from engines.sources import open_source
 from engines.targets import TargetSpec, open_target
+from engines.workers import read_limit
 
 TargetLike = TargetSpec | dict
 
@@ -123,6 +125,8 @@ def change_passphrase(target: TargetLike, passphrase: str, new_passphrase: str) 
 
 
 def _open_source(disk: DiskSpec):
+    if disk.device is not None:
+        return open_source("device", device=disk.device)
     if disk.path.startswith(("http://", "https://")):
         options = dict(disk.options)
         if options.get("auth"):
@@ -133,8 +137,10 @@ def _open_source(disk: DiskSpec):
 
 def backup(target: TargetLike, passphrase: str, vm: str, disks: list[DiskSpec], *, vm_config: dict | None = None,
            parent: str = "", threads: int | None = None, verify_after: bool = False, cbt_sample: int = CBT_SAMPLE,
-           emit: Emit | None = None, cancel: threading.Event | None = None) -> dict:
-    """Back up a VM's disks; with `verify_after`, authenticate every chunk the new restore point names."""
+           throttle_mbps: float | None = None, lock_wait: float = BACKUP_LOCK_WAIT, emit: Emit | None = None,
+           cancel: threading.Event | None = None) -> dict:
+    """Back up a VM's disks; with `verify_after`, authenticate every chunk the new restore point names.
+    `throttle_mbps` limits the VM's source reads (MB/s); `lock_wait` is how long to wait for prune's lock (s)."""
     if not vm:
         raise EngineError("A backup needs the VM's name.", code="bad_job_spec")
     if not disks:
@@ -144,15 +150,18 @@ def backup(target: TargetLike, passphrase: str, vm: str, disks: list[DiskSpec], 
     if len(set(names)) != len(names):
         raise EngineError(f"The backup of VM {vm!r} names a disk twice ({', '.join(names)}): give each disk a "
                           "distinct name.", code="bad_job_spec")
+    limit = read_limit(throttle_mbps)
     with open_repository(target, passphrase) as repo:
         sources = []
         try:
             for d in disks:
                 sources.append(_open_source(d))
+                if emit is not None and d.device is not None:
+                    emit(log_event("info", f"Disk {d.name!r} is {sources[-1].found_as}."))
             inputs = [DiskInput(d.name or f"disk{i}", s, d.changed_extents, d.change_id)
                       for i, (d, s) in enumerate(zip(disks, sources, strict=True))]
             pipeline = BackupPipeline(repo, threads=_threads(threads, target), emit=emit, cancel=cancel,
-                                      cbt_sample=cbt_sample)
+                                      cbt_sample=cbt_sample, read_limit=limit, lock_wait=lock_wait)
             manifest = pipeline.run(vm, inputs, vm_config=vm_config, parent_id=parent)
         finally:
             for s in sources:
@@ -223,7 +232,8 @@ def run_job(job: JobSpec, emit: Emit | None = None, cancel: threading.Event | No
                              compression_level=int(o.get("compression_level", 3)), kdf_n=int(o.get("kdf_n", 1 << 15))),
         "backup": lambda: backup(job.target, job.passphrase, job.vm, job.disks, vm_config=job.vm_config,
                                  parent=job.parent, threads=o.get("threads"), verify_after=bool(o.get("verify")),
-                                 cbt_sample=int(o.get("cbt_sample", CBT_SAMPLE)), emit=emit, cancel=cancel),
+                                 cbt_sample=int(o.get("cbt_sample", CBT_SAMPLE)), throttle_mbps=o.get("throttle_mbps"),
+                                 lock_wait=float(o.get("lock_wait", BACKUP_LOCK_WAIT)), emit=emit, cancel=cancel),
         "restore": lambda: restore(job.target, job.passphrase, job.restore_point, job.disks, vm=job.vm,
                                    threads=o.get("threads"), check_digest=bool(o.get("check_digest")), emit=emit,
                                    cancel=cancel),

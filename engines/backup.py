@@ -23,9 +23,10 @@ from engines.errors import EngineError
 from engines.progress import Emit, Progress
 from engines.repository import format as fmt
 from engines.repository.index import ChunkIndex
-from engines.repository.locks import RepositoryLock
+from engines.repository.locks import BACKUP_LOCK_WAIT, RepositoryLock
 from engines.repository.store import Repository, new_restore_point_id, utc_now
 from engines.sources.base import Source
+from engines.workers import MB, Throttle
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +85,16 @@ def chunk_ranges(extents: Iterator[tuple[int, int]], chunk_size: int, size: int)
 
 class BackupPipeline:
     def __init__(self, repo: Repository, *, threads: int = 2, emit: Emit | None = None,
-                 cancel: threading.Event | None = None, cbt_sample: int = CBT_SAMPLE):
+                 cancel: threading.Event | None = None, cbt_sample: int = CBT_SAMPLE,
+                 read_limit: float | None = None, lock_wait: float = BACKUP_LOCK_WAIT):
         self.repo = repo
         self.cbt_sample = cbt_sample
         self.threads = max(1, threads)
         self.emit = emit
         self.cancel = cancel or threading.Event()
+        self.lock_wait = lock_wait
+        # One bucket for the VM: every worker thread's source reads draw from it.
+        self.throttle = Throttle(read_limit, cancel=self.cancel) if read_limit else None
         self.stats = BackupStats()
         self._lock = threading.Lock()
         self._known: ChunkIndex = ChunkIndex()
@@ -98,7 +103,13 @@ class BackupPipeline:
     def run(self, vm: str, disks: list[DiskInput], *, vm_config: dict | None = None,
             parent_id: str = "") -> fmt.Manifest:
         started, t0 = utc_now(), time.monotonic()
-        with RepositoryLock(self.repo.target, "shared", f"backup of {vm}"):
+        lock = RepositoryLock(self.repo.target, "shared", f"backup of {vm}", wait=self.lock_wait, cancel=self.cancel,
+                              on_wait=self._log)
+        with lock:
+            if lock.waited:
+                self._log(f"Repository lock taken after waiting {lock.waited:.0f} s.")
+            if self.throttle is not None:
+                self._log(f"Reads limited to {self.throttle.rate / MB:g} MB/s for this VM.")
             parent = self._load_parent(vm, parent_id)
             parent_id = parent.id if parent else ""
             states = [self._plan(d, parent) for d in disks]
@@ -128,9 +139,12 @@ class BackupPipeline:
 
     def stats_dict(self) -> dict:
         s = self.stats
-        return {"logical_bytes": s.logical_bytes, "read_bytes": s.read_bytes, "zero_chunks": s.zero_chunks,
-                "new_chunks": s.new_chunks, "reused_chunks": s.reused_chunks, "stored_bytes": s.stored_bytes,
-                "cbt_sampled_chunks": s.cbt_sampled, "seconds": s.seconds}
+        stats = {"logical_bytes": s.logical_bytes, "read_bytes": s.read_bytes, "zero_chunks": s.zero_chunks,
+                 "new_chunks": s.new_chunks, "reused_chunks": s.reused_chunks, "stored_bytes": s.stored_bytes,
+                 "cbt_sampled_chunks": s.cbt_sampled, "seconds": s.seconds}
+        if self.throttle is not None:
+            stats.update(throttle_mbps=self.throttle.rate / MB, throttled_seconds=round(self.throttle.slept, 3))
+        return stats
 
     def _load_parent(self, vm: str, parent_id: str) -> fmt.Manifest | None:
         if not parent_id:
@@ -181,6 +195,8 @@ class BackupPipeline:
         for index in sorted(random.sample(unchanged, min(self.cbt_sample, len(unchanged)))):
             n = min(cs, base.size - index * cs)
             view = memoryview(buf)[:n]
+            if self.throttle is not None:
+                self.throttle.take(n)
             got = disk.source.read_into(index * cs, view)
             view[got:n] = bytes(n - got)
             self.stats.cbt_sampled += 1
@@ -248,6 +264,8 @@ class BackupPipeline:
             st, index = item
             offset = index * cs
             n = min(cs, st.record.size - offset)
+            if self.throttle is not None:
+                self.throttle.take(n)
             got = st.source.read_into(offset, view[:n])
             if got < n:
                 view[got:n] = zeros[: n - got]

@@ -16,9 +16,11 @@ Job spec::
 Operations and their fields (besides "target" and "passphrase"):
 
 - init: options.chunk_size (bytes, power of two, default 1 MiB), options.kdf_n (scrypt cost).
-- backup: vm {name, config}, disks [{name, path, changed_extents?, change_id?, options?}],
-  parent (restore point id; with changed_extents, an incremental that reads only those
-  extents), options.threads, options.verify (authenticate the new restore point),
+- backup: vm {name, config}, disks [{name, path | device, changed_extents?, change_id?, options?}],
+  a hot-added disk named by `device` {uuid?, bus?, unit?, timeout?} (the backing UUID, the SCSI
+  controller's bus and the disk's unit, at least the UUID or both bus and unit) that the engine
+  finds on the appliance (engines/sources/device.py); parent (restore point id; with changed_extents,
+  an incremental that reads only those extents), options.threads, options.verify (authenticate the new restore point),
   options.cbt_sample (unchanged chunks re-read to check the changed-extent list, default 8).
   Result: restore_point, kind, disks (size, digest, change_id...), stats.
 - restore: restore_point, vm?, disks [{name, path}] (output file or block device),
@@ -60,10 +62,55 @@ class BadJobSpec(EngineError):
     code = "bad_job_spec"
 
 
+DEVICE_EXAMPLE = '{"uuid": "6000C298-1ca0-3c6d-8a2f-b5f7b3ae5df7", "bus": 0, "unit": 1}'
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A hot-added disk as the hypervisor names it; the engine finds its block device on the appliance."""
+
+    uuid: str = ""  # the backing UUID as 32 lower-case hex digits
+    bus: int | None = None  # the SCSI controller's bus number
+    unit: int | None = None  # the disk's unit number on that controller (the guest's SCSI target)
+    timeout: float = 30.0  # seconds to wait for the device to appear
+
+    @classmethod
+    def from_dict(cls, raw: object, disk: str) -> DeviceSpec:
+        def bad(why: str) -> BadJobSpec:
+            return BadJobSpec(f"Disk {disk!r}: the device {why}; give it as {DEVICE_EXAMPLE}.")
+
+        if not isinstance(raw, dict):
+            raise bad(f"must be an object, not {type(raw).__name__}")
+        unknown = sorted(set(raw) - {"uuid", "bus", "unit", "timeout"})
+        if unknown:
+            raise bad(f"has unknown field(s) {', '.join(unknown)}")
+        uuid = raw.get("uuid") or ""
+        if not isinstance(uuid, str):
+            raise bad("uuid must be a string")
+        digits = uuid.replace("-", "").replace(" ", "").lower()
+        if uuid and (len(digits) != 32 or any(c not in "0123456789abcdef" for c in digits)):
+            raise bad(f"uuid {uuid!r} is not 32 hexadecimal digits")
+        bus, unit = raw.get("bus"), raw.get("unit")
+        if (bus is None) != (unit is None):
+            raise bad("needs both bus and unit, or neither")
+        for label, value, top in (("bus", bus, 3), ("unit", unit, 15)):
+            if value is not None and (type(value) is not int or not 0 <= value <= top):
+                raise bad(f"{label} must be a whole number from 0 to {top}, not {value!r}")
+        if unit == 7:
+            raise bad("unit 7 is the SCSI controller itself, not a disk")
+        if not digits and bus is None:
+            raise bad("names neither a uuid nor a bus and unit")
+        timeout = raw.get("timeout", cls.timeout)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
+            raise bad(f"timeout must be a number of seconds from 0 to 3600, not {timeout!r}")
+        return cls(uuid=digits, bus=bus, unit=unit, timeout=float(timeout))
+
+
 @dataclass
 class DiskSpec:
     name: str
     path: str = ""  # source to read (backup) or output to write (restore)
+    device: DeviceSpec | None = None  # a hot-added disk to find on the appliance (backup, instead of path)
     changed_extents: list[tuple[int, int]] | None = None  # from CBT; None means read everything
     change_id: str = ""
     options: dict = field(default_factory=dict)  # source-specific (e.g. HTTPS headers, TLS)
@@ -107,7 +154,15 @@ class JobSpec:
             if changed is not None and any(o < 0 or n < 0 for o, n in changed):
                 raise BadJobSpec(f"Disk {raw.get('name')!r}: changed_extents must be [offset, length] pairs of "
                                  "non-negative integers.")
-            disks.append(DiskSpec(name=str(raw.get("name", "")), path=str(raw.get("path", "")),
+            device = None
+            if raw.get("device") is not None:
+                if operation != "backup":
+                    raise BadJobSpec(f"Disk {raw.get('name')!r}: only a backup reads a hot-added device; "
+                                     f"give the {operation} a path.")
+                if raw.get("path"):
+                    raise BadJobSpec(f"Disk {raw.get('name')!r} names both a path and a device: give one of them.")
+                device = DeviceSpec.from_dict(raw["device"], str(raw.get("name", "")))
+            disks.append(DiskSpec(name=str(raw.get("name", "")), path=str(raw.get("path", "")), device=device,
                                   changed_extents=changed, change_id=str(raw.get("change_id", "")),
                                   options=raw.get("options") or {}))
         return cls(operation=operation, target=doc["target"], passphrase=doc.get("passphrase", ""),

@@ -4,6 +4,7 @@ import django_filters
 from django.db.models import Q
 
 from inventory.models import Connection, Datastore, Host, Network, VirtualMachine
+from jobs import protection
 
 
 class InventoryFilterSet(django_filters.FilterSet):
@@ -56,7 +57,11 @@ class VirtualMachineFilterSet(InventoryFilterSet):
     datastore = django_filters.NumberFilter(field_name="datastores", label="On datastore")
     network = django_filters.NumberFilter(field_name="networks", label="On network")
     tag = django_filters.CharFilter(field_name="tags", lookup_expr="icontains", label="Tag")
+    protection = django_filters.ChoiceFilter(choices=protection.CHOICES, method="by_protection", label="Protection")
 
     class Meta:
         model = VirtualMachine
         fields = ["connection", "datacenter", "host", "power_state", "is_template", "cbt_enabled"]
+
+    def by_protection(self, queryset, name, value):
+        return queryset.filter(protection.condition(value))

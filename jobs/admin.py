@@ -20,7 +20,8 @@ from core.models import AuditEntry
 from inventory.admin import ReadOnlyAdmin  # history: never deleted here either
 from jobs import repositories, services
 from jobs.forms import RepositoryForm, clean_rules, job_problems
-from jobs.models import BackupJob, JobRun, Repository, RestorePoint, Task, TaskEvent
+from jobs.models import BackupJob, JobRun, NotificationSettings, Repository, RestorePoint, Task, TaskEvent
+from jobs.notifications import address_problem
 
 
 @admin.register(Repository)
@@ -67,10 +68,14 @@ class BackupJobAdminForm(forms.ModelForm):
     class Meta:
         model = BackupJob
         fields = ["name", "repository", "vms", "rules", "schedule", "keep_last", "keep_daily", "keep_weekly",
-                  "keep_monthly", "mode", "compression_level", "use_cbt", "verify", "max_parallel", "enabled"]
+                  "keep_monthly", "mode", "compression_level", "use_cbt", "verify", "max_parallel", "throttle_mbps",
+                  "notify_on", "notify_emails", "enabled"]
 
     def clean(self) -> dict:
         data = super().clean()
+        sentence = address_problem(data.get("notify_emails"))
+        if sentence:
+            self.add_error("notify_emails", sentence)
         rules, problems = clean_rules(data.get("rules"))
         data["rules"] = rules
         if problems:
@@ -138,3 +143,13 @@ class RestorePointAdmin(ReadOnlyAdmin):
     list_select_related = ("repository",)
     search_fields = ("vm_name", "rp_id")
     raw_id_fields = ("vm",)
+
+
+@admin.register(NotificationSettings)
+class NotificationSettingsAdmin(admin.ModelAdmin):
+    list_display = ("user", "email", "on_failure", "daily_summary", "last_summary")
+    list_filter = ("on_failure", "daily_summary")
+    list_select_related = ("user",)
+    search_fields = ("user__username", "email", "user__email")
+    raw_id_fields = ("user",)
+    readonly_fields = ("last_summary",)

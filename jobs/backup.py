@@ -96,7 +96,8 @@ def _with_snapshot(task, log, config, cancelled, connector, snapshot: SnapshotRe
             "vm": {"name": vm_key(task.vm), "config": _vm_config(task.vm)}, "disks": disks,
             "parent": parent.rp_id if parent else "",
             "options": {"verify": bool(config.get("verify", True)),
-                        "compression_level": int(config.get("compression_level", 3))},
+                        "compression_level": int(config.get("compression_level", 3)),
+                        "throttle_mbps": config.get("throttle_mbps") or 0},  # MB/s per VM; 0: no limit
         }
         log.phase("backup", f"Backing up {len(disks)} disk(s) {task.get_mode_display().lower()} to {repository}")
         result = run_engine_job(transport, appliance, spec, log, cancelled)
@@ -110,6 +111,11 @@ def _disk_source(task, log, connector, snapshot, disk, appliance, sources: ExitS
         task.attached.append(key)
         task.save(update_fields=["attached"])
         device = connector.device(appliance.vm_moref, key) if hasattr(connector, "device") else None
+        if device and "path" not in device:  # named as the guest sees it; the engine finds it on the appliance
+            slot, uuid = f"{device['bus']}:{device['unit']}", f" (uuid {device['uuid']})" if device.get("uuid") else ""
+            log.log(f"{disk['file_name']} hot-added to {appliance.name} as SCSI {slot}{uuid}.")
+            return {"name": name, "device": {"uuid": device.get("uuid", ""), "bus": device["bus"],
+                                             "unit": device["unit"]}}
         if device and len(device["chain"]) == 1:
             log.log(f"{disk['file_name']} hot-added to {appliance.name} as device {key}.")
             return {"name": name, "path": device["path"]}

@@ -2,7 +2,8 @@
 
 Progress events are stored about once a second (the engine sends them about that often; bursts are
 thinned), logs, phases, results and errors always. The task row carries the latest phase, bytes,
-rate and ETA so lists need no event query.
+rate and ETA so lists need no event query. Every stored event is published live (`jobs.live`) once
+committed, with the engine's own event time so the delay to the browser can be measured.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from django.db import transaction
 from django.db.models import F
 
+from jobs import live
 from jobs.models import Task, TaskEvent
 
 PROGRESS_EVERY = 1.0  # seconds between stored progress events of one task
@@ -22,16 +24,18 @@ class EventLog:
         self.task = task
         self._last_progress = 0.0
 
-    def _store(self, kind: str, data: dict) -> None:
+    def _store(self, kind: str, data: dict, engine_time: float | None = None) -> None:
         with transaction.atomic():
             Task.objects.filter(pk=self.task.pk).update(last_seq=F("last_seq") + 1)
             seq = Task.objects.values_list("last_seq", flat=True).get(pk=self.task.pk)
-            TaskEvent.objects.create(task_id=self.task.pk, seq=seq, type=kind, data=data)
+            row = TaskEvent.objects.create(task_id=self.task.pk, seq=seq, type=kind, data=data)
+            live.publish_event(self.task, row, engine_time)
         self.task.last_seq = seq
 
     def phase(self, phase: str, message: str = "") -> None:
         self.task.phase = phase[:60]
         self.task.save(update_fields=["phase"])
+        live.publish_task(self.task, with_run=False)
         self._store("phase", {"phase": phase, "message": message})
 
     def log(self, message: str, level: str = "info") -> None:
@@ -50,4 +54,6 @@ class EventLog:
             self._last_progress = now
             task.save(update_fields=["bytes_done", "bytes_total", "rate", "eta"])
         self._store(kind if kind in ("progress", "log", "result", "error") else "log",
-                    {k: v for k, v in event.items() if k not in ("type", "time")})
+                    {k: v for k, v in event.items() if k not in ("type", "time")}, event.get("time"))
+        if kind == "progress" and self.task.run_id:
+            live.publish_run_totals(self.task.run_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from django import forms
+from django.core.paginator import Paginator
 from django.db.models import Q
 
 from inventory.forms import css_class
@@ -281,6 +282,30 @@ def job_problems(values: dict) -> dict[str, str]:
     return problems
 
 
+VM_PAGE = 50
+SELECT_ALL_LIMIT = 1000
+
+
+def vm_matches(search: str, connection=None):
+    """The VMs a job may choose whose name, host or folder contains `search`, on one connection if given."""
+    from inventory.models import VirtualMachine
+
+    vms = VirtualMachine.objects.filter(vanished_at=None, is_template=False)
+    if connection and str(connection).isdigit():
+        vms = vms.filter(connection_id=connection)
+    search = (search or "").strip()
+    if search:
+        vms = vms.filter(Q(name__icontains=search) | Q(host__name__icontains=search) | Q(folder__icontains=search))
+    return vms.order_by("name", "pk")
+
+
+def vm_picker_page(search: str, connection, page, chosen) -> dict:
+    """One page (at most VM_PAGE) of the picker's matches; two queries whatever the inventory's size."""
+    paginator = Paginator(vm_matches(search, connection).select_related("host", "connection"), VM_PAGE)
+    return {"page": paginator.get_page(page), "matches": paginator.count, "search": (search or "").strip(),
+            "chosen_ids": {int(pk) for pk in chosen if str(pk).isdigit()}, "select_all_limit": SELECT_ALL_LIMIT}
+
+
 class JobForm(forms.ModelForm):
     """A backup job: VMs chosen one by one (narrowed by connection) plus rules, schedule, retention, options."""
 
@@ -296,22 +321,26 @@ class JobForm(forms.ModelForm):
         widget=forms.Textarea(attrs={"rows": 2}))
     rule_name = forms.CharField(required=False, max_length=200, label="Every VM whose name matches",
                                 help_text="A pattern: * any characters, ? one character, e.g. web-*.")
+    notify_on = forms.ChoiceField(choices=BackupJob.Notify.choices, required=False, initial=BackupJob.Notify.FAILURE,
+                                  label="E-mail its recipients", help_text="When the addresses below hear of a run.")
 
     class Meta:
         model = BackupJob
         fields = ["name", "repository", "connection", "vms", "rule_hosts", "rule_folders", "rule_name", "schedule",
                   "keep_last", "keep_daily", "keep_weekly", "keep_monthly", "mode", "compression_level",
-                  "use_cbt", "verify", "max_parallel", "enabled"]
+                  "use_cbt", "verify", "max_parallel", "throttle_mbps", "enabled",
+                  "notify_on", "notify_emails"]
         labels = {"vms": "VMs", "keep_last": "Keep the last", "keep_daily": "Keep daily", "keep_weekly": "Keep weekly",
                   "keep_monthly": "Keep monthly", "mode": "Transport", "use_cbt": "Use changed block tracking",
                   "verify": "Verify every new restore point", "max_parallel": "VMs at once",
-                  "enabled": "Enabled (runs on its schedule)"}
+                  "throttle_mbps": "Read limit per VM (MB/s)",
+                  "enabled": "Enabled (runs on its schedule)", "notify_emails": "Recipients"}
         help_texts = {"schedule": SCHEDULE_HELP,
                       "keep_last": "Restore points kept per VM, whatever their age.",
                       "keep_daily": "Also keep the newest point of this many days.",
                       "keep_weekly": "… of this many weeks.", "keep_monthly": "… of this many months.",
                       "compression_level": "zstd level, 1 (fastest) to 22 (smallest); 3 is a good default."}
-        widgets = {"vms": forms.SelectMultiple(attrs={"size": 12})}
+        widgets = {"vms": forms.MultipleHiddenInput}  # chips of the VM picker; never every VM as a choice
         error_messages = {"name": {"unique": "A backup job with this name already exists: choose another name."}}
 
     def __init__(self, *args, connection=None, **kwargs):
@@ -334,19 +363,54 @@ class JobForm(forms.ModelForm):
             connection = self.data.get("connection") or None
         if connection and str(connection).isdigit():
             self.fields["connection"].initial = int(connection)
-            keep_vms, keep_hosts = self._chosen("vms"), self._chosen("rule_hosts")
-            if not self.is_bound and self.instance.pk and "vms" not in self.initial:
-                keep_vms = list(self.instance.vms.values_list("pk", flat=True))
+            keep_hosts = self._chosen("rule_hosts")
+            if not self.is_bound and self.instance.pk and "rule_hosts" not in self.initial:
                 keep_hosts = rules.get("hosts", [])
-            vms = vms.filter(Q(connection_id=connection) | Q(pk__in=keep_vms))
             hosts = hosts.filter(Q(connection_id=connection) | Q(pk__in=keep_hosts))
-        self.fields["vms"].queryset = vms.order_by("name", "pk")
-        self.fields["vms"].label_from_instance = lambda vm: f"{vm.name} ({vm.connection.name})"
-        self.fields["vms"].help_text = "VMs chosen one by one (hold Ctrl or ⌘ to choose several)."
+        self.picker_connection = connection
+        self.fields["vms"].queryset = vms  # validation looks up the posted ids only
+        self.fields["vms"].help_text = "VMs chosen one by one: find them by name, host or folder."
+        self._picker_action()
         self.fields["rule_hosts"].queryset = hosts.order_by("name", "pk")
         self.fields["rule_hosts"].label_from_instance = lambda host: f"{host.name} ({host.connection.name})"
         for field in self.fields.values():
             field.widget.attrs["class"] = css_class(field.widget)
+
+    def clean_notify_on(self) -> str:
+        return self.cleaned_data.get("notify_on") or self.instance.notify_on
+
+    def clean_notify_emails(self) -> str:
+        from jobs.notifications import address_problem, split_addresses
+
+        value = self.cleaned_data.get("notify_emails") or ""
+        if address_problem(value):
+            raise forms.ValidationError(address_problem(value))
+        return ", ".join(split_addresses(value))
+
+    def _picker_action(self) -> None:
+        """The VM picker's buttons without JavaScript (`narrow`): remove a chosen VM, or add every match."""
+        action = str(self.data.get("narrow") or "") if self.is_bound and hasattr(self.data, "setlist") else ""
+        if not (action.startswith("unchoose-") or action == "select-all"):
+            return
+        data, chosen = self.data.copy(), self.data.getlist("vms")
+        if action == "select-all":
+            matches = vm_matches(data.get("vm_q", ""), self.picker_connection).values_list("pk", flat=True)
+            chosen += [str(pk) for pk in matches[:SELECT_ALL_LIMIT]]
+        else:
+            chosen = [pk for pk in chosen if pk != action.removeprefix("unchoose-")]
+        data.setlist("vms", list(dict.fromkeys(chosen)))
+        self.data = data
+
+    def vm_picker(self) -> dict:
+        """The picker's chips (the chosen VMs) and one page of the VMs matching its search."""
+        from inventory.models import VirtualMachine
+
+        chosen = self._chosen("vms")
+        search = str(self.data.get("vm_q") or "") if self.is_bound else ""
+        action = str(self.data.get("narrow") or "") if self.is_bound else ""
+        page = action.removeprefix("page-") if action.startswith("page-") else 1
+        chips = VirtualMachine.objects.filter(pk__in=chosen).only("pk", "name").order_by("name", "pk")
+        return {"chosen_vms": chips, **vm_picker_page(search, self.picker_connection, page, chosen)}
 
     def _chosen(self, name: str) -> list[int]:
         """The ids chosen in this field (posted, or given as initial values): kept when the lists are narrowed."""
@@ -454,36 +518,54 @@ def _int(value) -> int | None:
 
 
 class RestoreForm(forms.Form):
-    """Where to restore a restore point: as a new VM (narrowed to what the chosen host sees) or into a folder."""
+    """The restore wizard's choices: what (whole VM, one disk, disk images), then where, then a summary.
 
-    MODES = [("new_vm", "As a new VM"), ("folder", "Disk images into a folder on an appliance")]
+    Every step posts every choice made so far (the other steps' fields as hidden inputs), so Back and
+    plain POSTs without JavaScript keep them. The rules are the service's: `restore_problems` for a new VM
+    or a folder, `jobs.restore.in_place_plan` for a restore over a VM's disks.
+    """
 
-    mode = forms.ChoiceField(choices=MODES, initial="new_vm", widget=forms.RadioSelect, label="Restore")
-    name = forms.CharField(required=False, max_length=80, label="Name of the new VM")
-    host = forms.ModelChoiceField(queryset=None, required=False, empty_label="Choose a host")
+    STEPS = {1: "What to restore", 2: "Where to restore it", 3: "Check and start"}
+    WHAT = [("vm", "The whole VM"), ("disk", "One disk, over a disk of an existing VM"),
+            ("images", "Disk images, into a folder on an appliance")]
+    PLACES = [("new_vm", "As a new VM"), ("original", "To its original place, overwriting its disks")]
+    VM_CHOICES_SHOWN = 50
+
+    step = forms.IntegerField(widget=forms.HiddenInput, required=False)
+    what = forms.ChoiceField(choices=WHAT, required=False, widget=forms.RadioSelect, label="Restore")
+    place = forms.ChoiceField(choices=PLACES, required=False, widget=forms.RadioSelect, label="Where")
+    name = forms.CharField(required=False, max_length=80, label="New VM name")
+    host = forms.ModelChoiceField(queryset=None, required=False, empty_label="Choose a host", label="Host")
     datastore = forms.ModelChoiceField(queryset=None, required=False, empty_label="Choose a datastore",
-                                       help_text="Datastores the host mounts.")
-    network = forms.ModelChoiceField(queryset=None, required=False, empty_label="No network",
+                                       label="Datastore", help_text="Datastores the host mounts.")
+    network = forms.ModelChoiceField(queryset=None, required=False, empty_label="No network", label="Network",
                                      help_text="Networks the host sees; the new VM's NIC is connected to it.")
     folder = forms.CharField(required=False, label="Folder on the appliance",
                              help_text="An absolute path, e.g. /srv/restores; one .img file per disk is written.")
-    appliance = forms.ModelChoiceField(queryset=None, required=False, empty_label="Any suitable ready appliance")
+    appliance = forms.ModelChoiceField(queryset=None, required=False, empty_label="Any suitable ready appliance",
+                                       label="Appliance")
+    disk = forms.ChoiceField(required=False, label="Disk of the restore point")
+    vm_q = forms.CharField(required=False, max_length=200, label="Find the VM",
+                           help_text="Part of its name, host or folder.")
+    vm = forms.ModelChoiceField(queryset=None, required=False, empty_label="Choose a VM", label="VM to overwrite")
+    target_disk = forms.TypedChoiceField(coerce=int, required=False, label="Disk of that VM to overwrite")
+    confirm_name = forms.CharField(required=False, max_length=255, label="Type the VM's name to confirm")
 
     def __init__(self, *args, point=None, **kwargs):
         super().__init__(*args, **kwargs)
         from appliances.models import Appliance
-        from inventory.models import Datastore, Host, Network
+        from inventory.models import Datastore, Host, Network, VirtualDisk, VirtualMachine
 
         self.point = point
+        self.plan = None  # the in-place plan, once checked
         hosts = Host.objects.filter(vanished_at=None).select_related("connection").order_by("name")
         self.fields["host"].queryset = hosts
         self.fields["host"].label_from_instance = lambda h: f"{h.name} ({h.connection.name})"
-        host_id = (self.data.get("host") if self.is_bound else self.initial.get("host")) or ""
-        host_id = str(getattr(host_id, "pk", host_id))
+        host_id = str(getattr(self.value_of("host"), "pk", self.value_of("host")) or "")
         datastores = Datastore.objects.filter(vanished_at=None).order_by("name")
         networks = Network.objects.filter(vanished_at=None).order_by("name")
         if host_id.isdigit():
-            # What the host sees, and what was posted (so a wrong choice gets its sentence from the rules below).
+            # What the host sees, and what was posted (so a wrong choice gets its sentence from the rules).
             posted = {name: self.data.get(name) if self.is_bound else None for name in ("datastore", "network")}
             datastores = datastores.filter(Q(hosts=host_id) | Q(pk=_int(posted["datastore"]))).distinct()
             networks = networks.filter(Q(hosts=host_id) | Q(pk=_int(posted["network"]))).distinct()
@@ -494,29 +576,110 @@ class RestoreForm(forms.Form):
             f"{d.name} ({d.free_bytes / 2**30:.0f} GiB free)" if d.free_bytes else d.name)
         self.fields["network"].queryset = networks
         self.fields["appliance"].queryset = Appliance.objects.filter(state=Appliance.State.READY).order_by("name")
+        self.fields["disk"].choices = [("", "Choose a disk")] + [
+            (d["name"], f"{d['name']} ({int(d.get('size') or 0) / 2**20:,.0f} MiB)")
+            for d in getattr(point, "disks", None) or []]
+        targets = VirtualMachine.objects.filter(vanished_at=None, is_template=False)
+        self.fields["vm"].queryset = targets  # validation looks up the posted id only
+        self.fields["vm"].label_from_instance = lambda vm: f"{vm.name} ({vm.get_power_state_display().lower()})"
+        vm_id = _int(getattr(self.value_of("vm"), "pk", self.value_of("vm")))
+        search = str(self.value_of("vm_q") or "").strip()
+        shown = targets.select_related("host").order_by("name", "pk")
+        if search:
+            shown = shown.filter(Q(name__icontains=search) | Q(host__name__icontains=search)
+                                 | Q(folder__icontains=search))
+        shown = list(shown[:self.VM_CHOICES_SHOWN])
+        if vm_id and vm_id not in {vm.pk for vm in shown}:
+            shown = [*targets.filter(pk=vm_id), *shown]
+        self.fields["vm"].choices = [("", "Choose a VM"),
+                                     *((vm.pk, self.fields["vm"].label_from_instance(vm)) for vm in shown)]
+        disks = VirtualDisk.objects.filter(vm_id=vm_id, vanished_at=None).order_by("key") if vm_id else []
+        self.fields["target_disk"].choices = [("", "Choose a disk")] + [
+            (d.key, f"{d.label or d.key} (key {d.key}, {d.capacity_bytes / 2**20:,.0f} MiB) {d.file_name}")
+            for d in disks]
         for name, field in self.fields.items():
-            if name != "mode":
+            if name not in ("what", "place", "step"):
                 field.widget.attrs["class"] = css_class(field.widget)
+
+    def value_of(self, name: str):
+        return self.data.get(name) if self.is_bound else self.initial.get(name)
+
+    @property
+    def chosen_step(self) -> int:
+        value = _int(self.value_of("step"))
+        return value if value in self.STEPS else 1
 
     def clean(self) -> dict:
         data = super().clean()
-        destination = self.destination(data)
-        for name, sentence in restore_problems(destination).items():
-            if name in self.fields and name not in self.errors:
-                self.add_error(name, sentence)
+        relevant = self.step_fields(data, self.chosen_step)
+        for name in [n for n in self.errors if n not in relevant and n != "__all__"]:
+            del self._errors[name]  # a stale value of a step that does not apply
+        if not data.get("what"):
+            self.add_error("what", "Choose what to restore: the whole VM, one disk, or disk images.")
+        elif self.chosen_step >= 2:
+            self._check_place(data)
         return data
 
-    @staticmethod
-    def destination(data: dict) -> dict:
+    def step_fields(self, data: dict, step: int) -> set[str]:
+        names = {"step", "what"}
+        if step >= 2:
+            what, place = data.get("what"), data.get("place")
+            if what == "vm":
+                names |= {"place", "appliance"} | ({"confirm_name"} if place == "original" else
+                                                   {"name", "host", "datastore", "network"})
+            elif what == "disk":
+                names |= {"disk", "vm_q", "vm", "target_disk", "confirm_name"}
+            elif what == "images":
+                names |= {"folder", "appliance"}
+        return names
+
+    def _check_place(self, data: dict) -> None:
+        from jobs.restore import RestoreRefused, in_place_plan
+
+        what = data["what"]
+        if what == "vm" and not data.get("place"):
+            self.add_error("place", "Choose where to restore the VM: as a new VM, or to its original place.")
+            return
+        if what == "images" or (what == "vm" and data.get("place") == "new_vm"):
+            for name, sentence in restore_problems(self.destination(data)).items():
+                if name in self.fields and name not in self.errors:
+                    self.add_error(name, sentence)
+            return
+        if what == "disk":
+            for name, sentence in (("disk", "Choose the disk of the restore point to restore."),
+                                   ("vm", "Choose the VM whose disk is to be overwritten."),
+                                   ("target_disk", "Choose the disk of that VM to overwrite.")):
+                if data.get(name) in (None, "") and name not in self.errors:
+                    self.add_error(name, sentence)
+            if any(n in self.errors for n in ("disk", "vm", "target_disk")):
+                return
+        try:
+            self.plan = in_place_plan(self.point, self.destination(data))
+        except RestoreRefused as exc:
+            self.add_error("place" if what == "vm" else "target_disk", str(exc))
+            return
+        typed = (data.get("confirm_name") or "").strip()
+        if typed != self.plan.vm.name:
+            self.add_error("confirm_name", f"Type the VM's name, {self.plan.vm.name}, exactly as shown to confirm "
+                                           "that its disks are overwritten." if typed else
+                           f"Type the VM's name, {self.plan.vm.name}, to confirm that its disks are overwritten.")
+
+    def destination(self, data: dict) -> dict:
         """The destination as `jobs.services.start_restore` takes it."""
         def pk(value):
             return getattr(value, "pk", value)
 
-        if data.get("mode") == "folder":
+        what, place = data.get("what"), data.get("place")
+        if what == "images":
             destination = {"mode": "folder", "folder": (data.get("folder") or "").strip()}
+        elif what == "disk":
+            return {"mode": "disk", "disk": data.get("disk") or "", "vm": pk(data.get("vm")),
+                    "target_disk_key": data.get("target_disk"), "confirm": True}
+        elif place == "original":
+            destination = {"mode": "original", "confirm": True}
         else:
-            destination = {"mode": data.get("mode") or "", "name": (data.get("name") or "").strip(),
-                           "host": pk(data.get("host")), "datastore": pk(data.get("datastore"))}
+            destination = {"mode": "new_vm", "name": (data.get("name") or "").strip(), "host": pk(data.get("host")),
+                           "datastore": pk(data.get("datastore"))}
             if data.get("network"):
                 destination["network"] = pk(data["network"])
         if data.get("appliance"):

@@ -311,6 +311,8 @@ def _keep_capacity(transport, outputs: list[dict], log: EventLog) -> None:
 
 
 def _device_path(connector, appliance, key: int) -> str:
-    if appliance.state not in DEPLOYED or not hasattr(connector, "device"):
-        raise RestoreRefused(f"{appliance.name} cannot name the device of a hot-added disk on this hypervisor yet.")
-    return connector.device(appliance.vm_moref, key)["path"]
+    device = connector.device(appliance.vm_moref, key) if hasattr(connector, "device") else {}
+    if appliance.state not in DEPLOYED or not device.get("path"):
+        raise RestoreRefused(f"{appliance.name} cannot write a hot-added disk on this hypervisor yet: restore into a "
+                             "folder, or as a new VM through a lab appliance.")
+    return device["path"]

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from appliances.actions import LOST_CONTACT, SENTENCE_ERRORS
 from inventory.connectors.base import ConnectorError
+from jobs import live, notifications
 from jobs.backup import Cancelled, run_backup
 from jobs.dispatch import Load, NoAppliance, choose
 from jobs.events import EventLog
@@ -36,6 +37,7 @@ def execute_run(run_id: int) -> JobRun:
     run = JobRun.objects.get(pk=run_id)
     if not claimed:
         return run
+    live.publish_run(run)
     config = run.config
     pending = deque(run.tasks.filter(state=Task.State.QUEUED).select_related("vm", "vm__host", "repository",
                                                                              "connection"))
@@ -63,7 +65,9 @@ def execute_run(run_id: int) -> JobRun:
                                 "could finish this backup.", "appliance_lost")
             elif pending:
                 time.sleep(POLL)  # every slot is taken by other runs' tasks
-    return finish_with_retention(run, _finish_run)  # retention while the run still runs, then its end
+    run = finish_with_retention(run, _finish_run)  # retention while the run still runs, then its end
+    live.publish_run(run)
+    return run
 
 
 def _dispatch(run: JobRun, pending: deque, running: dict, pool, config: dict) -> None:
@@ -92,6 +96,7 @@ def _dispatch(run: JobRun, pending: deque, running: dict, pool, config: dict) ->
         task.state, task.started, task.message, task.error_code = Task.State.RUNNING, timezone.now(), "", ""
         task.save(update_fields=["appliance", "appliance_name", "mode", "mode_reason", "state", "started",
                                  "message", "error_code"])
+        live.publish_task(task)
         load.add(task)
         running[pool.submit(contextvars.copy_context().run, _task_thread, task.pk, config)] = task
 
@@ -144,12 +149,14 @@ def _requeue(task: Task, reason: str, events: EventLog) -> str:
                "warning")
     task.state, task.appliance, task.phase = Task.State.QUEUED, None, ""
     task.save(update_fields=["state", "appliance", "phase"])
+    live.publish_task(task)
     return "retry"
 
 
 def _finish(task: Task, state: str, message: str, code: str = "", events: EventLog | None = None) -> str:
     task.state, task.message, task.error_code, task.finished = state, message[:1000], code[:60], timezone.now()
     task.save(update_fields=["state", "message", "error_code", "finished"])
+    live.publish_task(task)
     if events is not None:
         (events.log if state == Task.State.SUCCEEDED else lambda m: events.log(m, "error"))(message)
     return state
@@ -186,6 +193,7 @@ def _finish_run(run: JobRun) -> JobRun:
     run.message = f"{ok} of {len(states)} VM(s) backed up."
     run.finished = timezone.now()
     run.save(update_fields=["state", "message", "finished"])
+    notifications.run_finished(run)  # every end, the cancelled and the swept too; a mail failure is only logged
     return run
 
 
@@ -197,6 +205,7 @@ def execute_restore(task_id: int) -> Task:
     task = Task.objects.select_related("appliance", "restore_point", "restore_point__repository").get(pk=task_id)
     if not claimed:
         return task
+    live.publish_task(task)
     events = EventLog(task)
     try:
         message = run_restore(task, events, _cancel_check(task))

@@ -6,11 +6,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.errors import ActionableError
+from jobs import live
 from jobs.models import BackupJob, JobRun, Task
 from jobs.selection import vms_of
 
-FROZEN = ("mode", "use_cbt", "verify", "compression_level", "max_parallel", "keep_last", "keep_daily",
-          "keep_weekly", "keep_monthly")
+FROZEN = ("mode", "use_cbt", "verify", "compression_level", "max_parallel", "throttle_mbps", "keep_last",
+          "keep_daily", "keep_weekly", "keep_monthly")
 
 
 class NothingToDo(ActionableError):
@@ -23,10 +24,18 @@ def job_config(job: BackupJob) -> dict:
     return {name: getattr(job, name) for name in FROZEN} | {"repository": job.repository_id, "name": job.name}
 
 
-def start_run(job: BackupJob, user=None, trigger: str = "manual", *, queue: bool = True) -> JobRun:
-    """Create a run with one queued task per VM of the job; a worker drives it once committed."""
+def enqueue_run(run: JobRun) -> str:
+    """Hand the run to a django-q2 worker; the q2 task id is kept in the run's config (the sweeper looks for it)."""
     from django_q.tasks import async_task
 
+    q2_task = async_task("jobs.tasks.run_job_task", run.pk, task_name=f"job {run.job_name} run #{run.pk}")
+    run.config = {**run.config, "q2_task": q2_task}
+    JobRun.objects.filter(pk=run.pk).update(config=run.config)
+    return q2_task
+
+
+def start_run(job: BackupJob, user=None, trigger: str = "manual", *, queue: bool = True) -> JobRun:
+    """Create a run with one queued task per VM of the job; a worker drives it once committed."""
     vms = list(vms_of(job))
     if not vms:
         raise NothingToDo(f"Job {job.name} selects no VM (check its VMs and rules).")
@@ -36,9 +45,9 @@ def start_run(job: BackupJob, user=None, trigger: str = "manual", *, queue: bool
         Task.objects.bulk_create(
             Task(run=run, vm=vm, vm_name=vm.name, connection_id=vm.connection_id, repository=job.repository,
                  created_by=run.created_by) for vm in vms)
+        live.publish_run(run)
         if queue:
-            transaction.on_commit(lambda: async_task("jobs.tasks.run_job_task", run.pk,
-                                                     task_name=f"job {job.name} run #{run.pk}"))
+            transaction.on_commit(lambda: enqueue_run(run))
     return run
 
 
@@ -49,12 +58,17 @@ def cancel_run(run: JobRun) -> None:
     if run.state == JobRun.State.QUEUED:  # no worker has it yet: it will end as soon as one does
         run.tasks.filter(state=Task.State.QUEUED).update(state=Task.State.CANCELLED, finished=timezone.now(),
                                                          message="Cancelled before it started.")
+        for task in run.tasks.filter(state=Task.State.CANCELLED):
+            live.publish_task(task, with_run=False)
+    live.publish_run(run)
 
 
 def cancel_task(task: Task) -> None:
     if not task.active:
         raise NothingToDo(f"{task} has already ended ({task.get_state_display().lower()}).")
     Task.objects.filter(pk=task.pk).update(cancel_requested=True)
+    task.cancel_requested = True
+    live.publish_task(task, with_run=False)
 
 
 def start_restore(point, destination: dict, user=None, *, queue: bool = True) -> Task:

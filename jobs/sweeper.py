@@ -18,6 +18,9 @@ restart, out of memory, q2 timeout), the row stays `running` and the hypervisor 
    VM a backup job selects.
 5. Orphan hot-added disks (connectors that list an appliance's devices, such as the lab): a
    snapshot's disk still attached to an appliance that runs no task is detached.
+6. Lost runs: a run still `queued` after a grace period whose django-q2 task (its id is kept in
+   `config["q2_task"]`) is no longer in the broker (a worker that crashed before taking it, a flushed
+   broker) is queued again once; lost a second time, it fails with a sentence.
 
 Every step is idempotent ("already removed" counts as released) and a failure is reported and
 retried next round. `sweep_round()` is the django-q2 entry point; a round still running makes the
@@ -39,6 +42,7 @@ from django.utils import timezone
 
 from inventory.connectors import connector_class, connector_for
 from inventory.connectors.base import ConnectorError, NotFound
+from jobs import live
 from jobs.models import JobRun, Task
 
 log = logging.getLogger(__name__)
@@ -49,6 +53,8 @@ ENDED_RUNS = (JobRun.State.SUCCEEDED, JobRun.State.PARTIAL, JobRun.State.FAILED,
 INTERRUPTED = ("Interrupted: the worker that ran this task stopped (server restart, crash or time limit) before it "
                "finished, so no restore point was recorded.")
 FULL_SCAN_EVERY = 24 * 3600  # seconds between looks at every VM a job selects
+QUEUED_GRACE = timedelta(minutes=10)  # a queued run younger than this is never judged lost
+RUN_TASK = "jobs.tasks.run_job_task"
 
 
 def lifetime() -> timedelta:
@@ -67,12 +73,15 @@ class Report:
     runs_ended: int = 0
     orphan_snapshots: int = 0
     orphan_disks: int = 0
+    requeued_runs: int = 0
+    lost_runs: int = 0  # failed: lost after being queued again
     problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"interrupted_tasks": self.interrupted, "released_tasks": self.released,
                 "ended_runs": self.runs_ended, "orphan_snapshots": self.orphan_snapshots,
-                "orphan_disks": self.orphan_disks, "problems": self.problems}
+                "orphan_disks": self.orphan_disks, "requeued_runs": self.requeued_runs,
+                "lost_runs": self.lost_runs, "problems": self.problems}
 
 
 def dead_tasks():
@@ -179,7 +188,8 @@ def sweep_dead_tasks(report: Report) -> list[Task]:
             state=Task.State.FAILED, message=INTERRUPTED, error_code="interrupted", finished=timezone.now())
         if not failed:
             continue  # it ended meanwhile
-        task.state = Task.State.FAILED
+        task.state, task.message, task.error_code = Task.State.FAILED, INTERRUPTED, "interrupted"
+        live.publish_task(task)
         EventLog(task).log(INTERRUPTED, "error")
         interrupted.append(task)
         report.interrupted += 1
@@ -208,7 +218,103 @@ def sweep_stuck_runs(report: Report) -> None:
         run = _finish_run(run)
         run.message = f"{run.message} Interrupted: the run's worker stopped before the run finished."[:500]
         JobRun.objects.filter(pk=run.pk).update(message=run.message)
+        for task in run.tasks.filter(error_code="interrupted"):
+            live.publish_task(task, with_run=False)
+        live.publish_run(run)
         report.runs_ended += 1
+
+
+def queued_in_broker() -> tuple[set[str], set[int]] | None:
+    """The q2 task ids and run ids still waiting in django-q2's broker, or taken by a cluster and not finished;
+    None when the broker cannot tell (a Redis cluster holds tasks it took but has not started: ids unseen)."""
+    from django_q.brokers import get_broker
+    from django_q.brokers.orm import ORM
+    from django_q.brokers.redis_broker import Redis
+    from django_q.models import OrmQ
+    from django_q.signing import SignedPackage
+    from django_q.status import Stat
+
+    broker = get_broker()
+    if isinstance(broker, ORM):  # a taken task keeps its row, locked, until it finishes
+        payloads = list(OrmQ.objects.filter(key=broker.list_key).values_list("payload", flat=True))
+    elif isinstance(broker, Redis):  # a taken task leaves the list at once
+        if any(getattr(stat, "task_q_size", 0) for stat in Stat.get_all(broker)):
+            return None
+        payloads = broker.connection.lrange(broker.list_key, 0, -1)
+    else:
+        return None
+    ids, runs = set(), set()
+    for payload in payloads:
+        try:
+            package = SignedPackage.loads(payload)
+        except Exception:  # noqa: BLE001 - another installation's or a damaged package: not ours
+            continue
+        ids.add(package.get("id"))
+        if package.get("func") == RUN_TASK and len(package.get("args") or ()) == 1:
+            runs.add(package["args"][0])
+    return ids, runs
+
+
+def _lost_sentence(run: JobRun) -> str:
+    from django_q.models import Failure
+
+    failure = Failure.objects.filter(id=(run.config or {}).get("q2_task") or "").first()
+    if failure is not None:
+        return f"its background task failed before it started the run ({str(failure.result)[:120]})"
+    return "its background task was lost before a worker started it (a worker stopped, or the task queue was emptied)"
+
+
+def sweep_lost_runs(report: Report) -> None:
+    """Queued runs whose q2 task is gone: queued again once, failed the second time."""
+    from jobs.events import EventLog
+    from jobs.runs import _finish_run
+    from jobs.services import enqueue_run
+
+    old = list(JobRun.objects.filter(state=JobRun.State.QUEUED, created__lt=timezone.now() - QUEUED_GRACE))
+    if not old:
+        return
+    try:
+        queued = queued_in_broker()
+    except Exception as exc:  # noqa: BLE001 - a broker that does not answer: the next round retries
+        report.problems.append(f"Cannot look into the task queue for runs whose task was lost: {exc}")
+        return
+    if queued is None:
+        return
+    ids, run_ids = queued
+    for run in old:
+        config = run.config or {}
+        if config.get("q2_task") in ids or run.pk in run_ids:
+            continue
+        why = _lost_sentence(run)
+        if config.get("q2_requeued"):
+            if not JobRun.objects.filter(pk=run.pk, state=JobRun.State.QUEUED).update(
+                    state=JobRun.State.RUNNING, started=timezone.now()):
+                continue  # a worker took it meanwhile
+            message = (f"Failed: no worker started this run, even after the sweeper queued it again ({why}). "
+                       "Check that the background workers (qcluster) are running, then start the job again.")
+            run.tasks.filter(state=Task.State.QUEUED).update(state=Task.State.FAILED, error_code="lost",
+                                                             finished=timezone.now(), message=message)
+            run = _finish_run(run)
+            run.message = f"{run.message} {message}"[:500]
+            JobRun.objects.filter(pk=run.pk).update(message=run.message)
+            report.lost_runs += 1
+            log.warning("%s: %s", run, message)
+            continue
+        message = f"Queued again at {timezone.now():%Y-%m-%d %H:%M} UTC by the sweeper: {why}."
+        config = {**config, "q2_requeued": [config.get("q2_task", "")]}
+        if not JobRun.objects.filter(pk=run.pk, state=JobRun.State.QUEUED).update(config=config,
+                                                                                  message=message[:500]):
+            continue
+        run.config = config
+        for task in run.tasks.filter(state=Task.State.QUEUED):
+            EventLog(task).log(message, "warning")
+        try:
+            enqueue_run(run)
+        except Exception as exc:  # noqa: BLE001 - the next round finds it lost again and fails it with a sentence
+            report.problems.append(f"{run}: could not queue it again: {exc}")
+            continue
+        report.requeued_runs += 1
+        log.warning("%s: %s", run, message)
 
 
 def _suspect_vms(extra: list[Task]) -> set[int]:
@@ -324,6 +430,7 @@ def sweep(*, full: bool = False) -> Report:
     interrupted = sweep_dead_tasks(report)
     sweep_ended_holders(report, tried=interrupted)  # those just interrupted were tried a moment ago
     sweep_stuck_runs(report)
+    sweep_lost_runs(report)
     sweep_orphan_disks(report)
     vm_ids = _suspect_vms(interrupted) | (_all_job_vms() if full else set())
     sweep_orphan_snapshots(vm_ids, report)

@@ -49,6 +49,13 @@ def scheduled_run(job_id: int) -> dict:
     return {"run": run.pk}
 
 
+def daily_summary_task() -> dict:
+    """The daily summary e-mails (jobs migration 0004, every day at 07:00 server time)."""
+    from jobs.notifications import daily_summary
+
+    return {"sent": daily_summary()}
+
+
 def sweep_task() -> dict:
     """The scheduled sweep of what crashed tasks left behind (jobs migration 0002)."""
     from jobs.sweeper import sweep_round

@@ -126,17 +126,22 @@ DATABASES = {"default": _database(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("VAFLEET_REDIS_URL")
+# Names this installation's keys in Redis (queue and channels), so installations can share one server.
+REDIS_PREFIX = env_str("VAFLEET_REDIS_PREFIX", "vafleet")
 
 if REDIS_URL:
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_PREFIX}:asgi"},
+        }
     }
 else:
     # Works across processes (web and workers) with no service: messages go through the database.
     CHANNEL_LAYERS = {"default": {"BACKEND": "core.channel_layer.DatabaseChannelLayer"}}
 
 Q_CLUSTER = {
-    "name": "vafleet",
+    "name": REDIS_PREFIX,
     "workers": env_int("VAFLEET_WORKERS", 2),
     "timeout": env_int("VAFLEET_TASK_TIMEOUT", 86400),  # a backup run is one task: up to a day
     "retry": env_int("VAFLEET_TASK_RETRY", 90000),  # above timeout: never redelivered while running
@@ -212,7 +217,29 @@ VAFLEET_APPLIANCE_BOOT_SECONDS = env_int("VAFLEET_APPLIANCE_BOOT_SECONDS", 300)
 VAFLEET_LIMIT_PER_HOST = env_int("VAFLEET_LIMIT_PER_HOST", 4)
 VAFLEET_LIMIT_PER_DATASTORE = env_int("VAFLEET_LIMIT_PER_DATASTORE", 4)
 VAFLEET_LIMIT_PER_REPOSITORY = env_int("VAFLEET_LIMIT_PER_REPOSITORY", 8)
+# A VM is protected when it has a restore point taken within this many hours (the dashboard, the VM list).
+VAFLEET_RPO_HOURS = env_int("VAFLEET_RPO_HOURS", 48)
 VAFLEET_LAB_ROOT = Path(env_str("VAFLEET_LAB_ROOT", str(VAR_DIR / "lab"))).resolve()
+
+# E-mail (run notifications, daily summaries). Without an SMTP host, each mail is written as a file in var/mail.
+EMAIL_HOST = env_str("VAFLEET_SMTP_HOST")
+EMAIL_USE_TLS = env_bool("VAFLEET_SMTP_TLS", False)  # STARTTLS
+EMAIL_USE_SSL = env_bool("VAFLEET_SMTP_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ValueError("VAFLEET_SMTP_TLS and VAFLEET_SMTP_SSL exclude each other: set TLS for STARTTLS (usually port "
+                     "587) or SSL for TLS from the start (usually port 465), not both.")
+EMAIL_PORT = env_int("VAFLEET_SMTP_PORT", 465 if EMAIL_USE_SSL else 587 if EMAIL_USE_TLS else 25)
+EMAIL_HOST_USER = env_str("VAFLEET_SMTP_USER")
+EMAIL_HOST_PASSWORD = env_str("VAFLEET_SMTP_PASSWORD")
+EMAIL_TIMEOUT = env_int("VAFLEET_SMTP_TIMEOUT", 20)
+if EMAIL_HOST:
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = VAR_DIR / "mail"
+DEFAULT_FROM_EMAIL = SERVER_EMAIL = env_str("VAFLEET_MAIL_FROM", "VA Fleet <vafleet@localhost>")
+# Absolute links in e-mails point here.
+VAFLEET_PORTAL_URL = env_str("VAFLEET_PORTAL_URL", "http://127.0.0.1:8000").rstrip("/")
 
 LOGGING = {
     "version": 1,

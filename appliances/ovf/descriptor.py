@@ -23,6 +23,9 @@ PRODUCT = "VA Fleet appliance"
 VENDOR = "VA Fleet"
 OS_TYPE = "debian12_64Guest"  # CIM id 96: Debian 64-bit
 HARDWARE_VERSION = "vmx-13"  # ESXi 6.5 and later
+# disk.EnableUUID: the guest sees each disk's backing UUID (udev's /dev/disk/by-id/wwn-0x...), which is how
+# the engine finds a hot-added disk.
+EXTRA_CONFIG: tuple[tuple[str, str], ...] = (("disk.EnableUUID", "TRUE"),)
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,8 @@ def _hardware(system: ET.Element, name: str, vcpus: int, memory_mb: int) -> None
     _item(hardware, [("AddressOnParent", "7"), ("AutomaticAllocation", "true"), ("Connection", NETWORK_NAME),
                      ("Description", "VmxNet3 ethernet adapter"), ("ElementName", "Network adapter 1"),
                      ("InstanceID", "5"), ("ResourceSubType", "VmxNet3"), ("ResourceType", "10")])
+    for key, value in EXTRA_CONFIG:
+        _sub(hardware, "vmw:ExtraConfig", ovf_required="false", vmw_key=key, vmw_value=value)
 
 
 def _product(system: ET.Element, version: str) -> None:
@@ -155,6 +160,12 @@ def _product(system: ET.Element, version: str) -> None:
         element = _sub(product, "ovf:Property", **attrs)
         _sub(element, "ovf:Label", prop.label)
         _sub(element, "ovf:Description", prop.description)
+
+
+def descriptor_extra_config(text: str) -> dict[str, str]:
+    """The VM settings (vmx keys) a descriptor asks for, key -> value."""
+    root = ET.fromstring(text)
+    return {e.get(_q("vmw", "key"), ""): e.get(_q("vmw", "value"), "") for e in root.iter(_q("vmw", "ExtraConfig"))}
 
 
 def descriptor_properties(text: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ from engines.sources.base import Source
 
 REGISTRY: dict[str, str] = {
     "file": "engines.sources.file:FileSource",
+    "device": "engines.sources.device:DeviceSource",
     "http": "engines.sources.http:HttpSource",
 }
 

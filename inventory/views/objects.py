@@ -192,6 +192,9 @@ def vm_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+RESTORE_POINTS_SHOWN = 5  # the VM page's latest points; the restore point list has them all
+
+
 @role_required(VIEW)
 def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
     vm = get_object_or_404(
@@ -210,5 +213,7 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
         ),
         "networks": vm.networks.order_by("name"),
         "protection": protection_for_vm(vm),
+        "restore_points": vm.restore_points.select_related("repository").order_by("-taken")[:RESTORE_POINTS_SHOWN],
+        "restore_point_count": vm.restore_points.count(),
     }
     return render(request, "inventory/vm_detail.html", context)

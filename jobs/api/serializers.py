@@ -12,7 +12,8 @@ from rest_framework import serializers
 
 from inventory.models import VirtualMachine
 from jobs.forms import CHUNK_SIZES, clean_rules, job_problems, next_run, repository_problems, restore_problems
-from jobs.models import BackupJob, JobRun, Repository, RestorePoint, Task, TaskEvent
+from jobs.models import BackupJob, JobRun, NotificationSettings, Repository, RestorePoint, Task, TaskEvent
+from jobs.notifications import address_problem, split_addresses
 
 MIB = 1 << 20
 
@@ -131,7 +132,8 @@ class BackupJobSerializer(serializers.ModelSerializer):
         fields = [
             "id", "name", "repository", "repository_name", "vms", "rules", "schedule", "next_run", "keep_last",
             "keep_daily", "keep_weekly", "keep_monthly", "mode", "mode_label", "compression_level", "use_cbt",
-            "verify", "max_parallel", "enabled", "last_run", "created", "updated",
+            "verify", "max_parallel", "throttle_mbps", "enabled", "notify_on", "notify_emails", "last_run",
+            "created", "updated",
         ]
         read_only_fields = ["created", "updated"]
         extra_kwargs = {"schedule": {"help_text": "Cron expression (five fields, e.g. 0 2 * * *); empty: run by hand "
@@ -153,6 +155,12 @@ class BackupJobSerializer(serializers.ModelSerializer):
 
     def validate_schedule(self, value: str) -> str:
         return value.strip()
+
+    def validate_notify_emails(self, value: str) -> str:
+        sentence = address_problem(value)
+        if sentence:
+            raise serializers.ValidationError(sentence)
+        return ", ".join(split_addresses(value))
 
     def validate(self, attrs: dict) -> dict:
         current = self.instance
@@ -329,3 +337,25 @@ class RestoreRequestSerializer(serializers.Serializer):
         if problems:
             raise serializers.ValidationError(problems)
         return destination
+
+
+# --- Notifications ----------------------------------------------------------------------------------------
+
+
+class NotificationSettingsSerializer(serializers.ModelSerializer):
+    address = serializers.CharField(read_only=True, help_text="Where the e-mails go: email, else the account's.")
+
+    class Meta:
+        model = NotificationSettings
+        fields = ["email", "address", "on_failure", "daily_summary", "last_summary"]
+        read_only_fields = ["last_summary"]
+        extra_kwargs = {"email": {"error_messages": {"invalid": "Enter an e-mail address such as ops@example.com, or "
+                                                                "an empty string for the account's address."}}}
+
+    def validate(self, attrs: dict) -> dict:
+        current = self.instance
+        values = {name: attrs.get(name, getattr(current, name)) for name in ("email", "on_failure", "daily_summary")}
+        if (values["on_failure"] or values["daily_summary"]) and not values["email"] and not current.user.email:
+            raise serializers.ValidationError({"email": "Give the address to send to: the account has no e-mail "
+                                                        "address."})
+        return attrs

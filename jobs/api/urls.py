@@ -1,5 +1,6 @@
 """Jobs API routes, mounted at /api/jobs/."""
 
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from jobs.api import views
@@ -13,4 +14,7 @@ router.register("runs", views.JobRunViewSet, basename="run")
 router.register("tasks", views.TaskViewSet, basename="task")
 router.register("restore-points", views.RestorePointViewSet, basename="restore-point")
 
-urlpatterns = [*router.urls]
+urlpatterns = [
+    path("notifications/me/", views.MyNotificationSettingsView.as_view(), name="my-notification-settings"),
+    *router.urls,
+]

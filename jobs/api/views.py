@@ -1,6 +1,6 @@
 """Jobs API: backup repositories (CRUD plus a connection test run from an appliance), backup jobs (CRUD, the
 VMs they select, run now), runs and tasks (cancel; a task's events after a sequence number, for polling)
-and restore points (restore as a new VM or into a folder).
+and restore points (restore as a new VM or into a folder); the signed-in user's e-mail notifications.
 
 Viewers read; operators run, cancel and restore; administrators change repositories and jobs. Actions
 queue work for a worker and answer 202 with what was queued; refusals are sentences with a stable code.
@@ -11,8 +11,8 @@ from __future__ import annotations
 import django_filters
 from django.db.models import BooleanField, ExpressionWrapper, OuterRef, Prefetch, ProtectedError, Q, Subquery
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import generics, permissions, status, viewsets
 from rest_framework import serializers as drf_serializers
-from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -21,8 +21,9 @@ from appliances.actions import SENTENCE_ERRORS
 from appliances.models import Appliance
 from core import audit
 from core.models import AuditEntry
+from core.rbac import VIEW, can
 from inventory.views.listing import count_of
-from jobs import repositories, services
+from jobs import notifications, repositories, services
 from jobs.api import serializers
 from jobs.models import BackupJob, JobRun, Repository, RestorePoint, Task, TaskEvent
 from jobs.selection import vms_of
@@ -324,3 +325,22 @@ class RestorePointViewSet(viewsets.ReadOnlyModelViewSet):
         audit.record(AuditEntry.Action.OPERATION, point.repository,
                      message=f"restore #{task.pk} of {point.vm_name} ({point.rp_id}) queued")
         return Response(serializers.TaskSerializer(task).data, status=status.HTTP_202_ACCEPTED)
+
+
+class AnyRole(permissions.BasePermission):
+    message = "You need a role (viewer, operator or administrator) to have e-mail notifications."
+
+    def has_permission(self, request, view) -> bool:
+        return can(request.user, VIEW)
+
+
+class MyNotificationSettingsView(generics.RetrieveUpdateAPIView):
+    """The signed-in user's e-mail notifications: failures of every job, a daily summary, the address.
+    Any role reads and changes its own."""
+
+    serializer_class = serializers.NotificationSettingsSerializer
+    permission_classes = [AnyRole]
+    http_method_names = ["get", "put", "patch", "head", "options"]
+
+    def get_object(self):
+        return notifications.settings_of(self.request.user)

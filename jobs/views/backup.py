@@ -1,8 +1,8 @@
 """Portal pages of backup jobs, their runs and tasks: list, form, detail with "Run now", run and task pages.
 
 Viewers see; operators run jobs and cancel runs and tasks; administrators create, change and delete
-jobs. Pages work without JavaScript: reloading a run or a task shows its progress (htmx only refreshes
-the running parts in place).
+jobs. Pages work without JavaScript: reloading a run or a task shows its progress; with it, run and task
+pages follow their progress live (static/js/jobs-live.js, jobs.consumers).
 """
 
 from __future__ import annotations
@@ -22,13 +22,15 @@ from core.rbac import ADMINISTER, OPERATE, VIEW
 from core.views import role_required
 from inventory.views.listing import ListSpec, count_of, render_list
 from jobs import services
-from jobs.forms import JobForm, next_run
+from jobs.forms import SELECT_ALL_LIMIT, JobForm, next_run, vm_matches, vm_picker_page
 from jobs.models import BackupJob, JobRun, Repository, Task, TaskEvent
 from jobs.selection import vms_of
 
 RECENT_RUNS = 15
 SELECTED_SHOWN = 200
 ACTIVE = (JobRun.State.QUEUED, JobRun.State.RUNNING)
+RUN_LOG_LINES = 500  # the run page's live log keeps as many
+RUN_LOG_KINDS = ("log", "phase", "error")
 
 
 class JobFilterSet(django_filters.FilterSet):
@@ -120,13 +122,17 @@ def _save(request: HttpRequest, form: JobForm, job: BackupJob | None) -> HttpRes
 @require_GET
 @role_required(ADMINISTER)
 def job_vm_choices(request: HttpRequest) -> HttpResponse:
-    """The VM and host lists of the job form, narrowed to a connection (the form's htmx swap)."""
-    job = None
-    if request.GET.get("job", "").isdigit():
-        job = BackupJob.objects.filter(pk=request.GET["job"]).first()
-    initial = {"vms": request.GET.getlist("vms"), "rule_hosts": request.GET.getlist("rule_hosts")}
-    form = JobForm(instance=job, initial=initial, connection=request.GET.get("connection") or None)
-    return render(request, "jobs/_job_vm_choices.html", {"form": form})
+    """The job form's VM picker: one page of the VMs matching `vm_q` (name, host or folder), or with `all`
+    the chips of every match (up to SELECT_ALL_LIMIT). A change of connection also redraws the host list."""
+    search, connection = request.GET.get("vm_q", ""), request.GET.get("connection") or None
+    if request.GET.get("all"):
+        matches = vm_matches(search, connection).only("pk", "name")[:SELECT_ALL_LIMIT]
+        return render(request, "jobs/_job_vm_chips.html", {"chosen_vms": matches})
+    context = vm_picker_page(search, connection, request.GET.get("vm_page"), request.GET.getlist("vms"))
+    if request.htmx and request.htmx.trigger_name == "connection":
+        context["hosts_form"] = JobForm(initial={"rule_hosts": request.GET.getlist("rule_hosts")},
+                                        connection=connection)
+    return render(request, "jobs/_job_vm_choices.html", context)
 
 
 @role_required(ADMINISTER)
@@ -171,8 +177,19 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     for task in tasks:
         counts[task.state] += 1
     context = {"run": run, "tasks": tasks, "counts": counts, "active": run.state in ACTIVE,
-               "bytes_done": sum(t.bytes_done for t in tasks), "bytes_total": sum(t.bytes_total for t in tasks)}
+               "bytes_done": sum(t.bytes_done for t in tasks), "bytes_total": sum(t.bytes_total for t in tasks),
+               "log_lines": run_log(tasks)}
     return render(request, "jobs/run_detail.html", context)
+
+
+def run_log(tasks: list[Task], limit: int = RUN_LOG_LINES) -> list[tuple[TaskEvent, str, str]]:
+    """The run's last log, phase and error lines (event, VM, text), oldest first, up to each task's seq as read
+    with `tasks`: the live socket resumes after those seqs, so no line is shown twice."""
+    last_seq = {task.pk: task.last_seq for task in tasks}
+    vm_names = {task.pk: task.vm_name for task in tasks}
+    rows = (TaskEvent.objects.filter(task__in=list(last_seq), type__in=RUN_LOG_KINDS)
+            .only("task_id", "seq", "type", "data", "time").order_by("-pk")[:limit])
+    return [(row, vm_names[row.task_id], describe(row)) for row in reversed(rows) if row.seq <= last_seq[row.task_id]]
 
 
 @require_POST
@@ -194,7 +211,8 @@ def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 def task_detail(request: HttpRequest, pk: int) -> HttpResponse:
     task = get_object_or_404(Task.objects.select_related("run", "appliance", "restore_point", "repository",
                                                          "created_by"), pk=pk)
-    events = [(event, describe(event)) for event in TaskEvent.objects.filter(task=task).order_by("seq")]
+    events = [(event, describe(event)) for event in TaskEvent.objects.filter(task=task, seq__lte=task.last_seq)
+              .order_by("seq")]
     context = {"task": task, "events": events, "percent": percent(task)}
     return render(request, "jobs/task_detail.html", context)
 

@@ -101,6 +101,12 @@ def job_rows(connection) -> None:
     task = Task.objects.create(run=run, vm=vm, vm_name=vm.name, connection=connection, repository=repository,
                                state="succeeded", restore_point=point)
     TaskEvent.objects.create(task=task, seq=1, type="log", data={"level": "info", "message": "Engine wrote chunks"})
+    from django.contrib.auth import get_user_model
+
+    from jobs.models import NotificationSettings
+
+    reader = get_user_model().objects.create_user("mail-reader", email="reader@example.test")
+    NotificationSettings.objects.create(user=reader, on_failure=True, daily_summary=True)
 
 
 def url(model, view: str, *args) -> str:

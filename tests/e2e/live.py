@@ -2,6 +2,10 @@
 
 Each run gets its own VAFLEET_VAR_DIR (database, secrets key, lab), is migrated, gets an
 administrator, and is stopped (both processes, their process groups) afterwards.
+
+The configuration follows the calling test run: the embedded default, or, when the run has
+VAFLEET_DATABASE_URL and VAFLEET_REDIS_URL (the scale-out pass), PostgreSQL and Redis — a database
+of the system's own on that server and a Redis key prefix of its own, both removed afterwards.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse, urlunparse
 
 REPO = Path(__file__).resolve().parents[2]
 USERNAME = "e2e-admin"
@@ -35,6 +41,7 @@ class LiveSystem:
     url: str
     var_dir: Path
     env: dict = field(repr=False)
+    configuration: str = "embedded"
     processes: list[subprocess.Popen] = field(default_factory=list, repr=False)
 
     def manage(self, *args: str, timeout: float = 300) -> str:
@@ -94,6 +101,34 @@ def _stop(process: subprocess.Popen) -> None:
     process.log_file.close()
 
 
+def _admin_dsn(url: str, database: str) -> str:
+    return urlunparse(urlparse(url)._replace(path=f"/{database}"))
+
+
+@contextmanager
+def _scaleout_namespace(env: dict) -> Iterator[None]:
+    """A PostgreSQL database and a Redis key prefix of this system's own, removed afterwards."""
+    import psycopg
+    import redis
+
+    name = f"vafleet_e2e_{uuid.uuid4().hex[:12]}"
+    base_url, redis_url = env["VAFLEET_DATABASE_URL"], env["VAFLEET_REDIS_URL"]
+    with psycopg.connect(_admin_dsn(base_url, "postgres"), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    env["VAFLEET_DATABASE_URL"] = _admin_dsn(base_url, name)
+    env["VAFLEET_REDIS_PREFIX"] = name
+    try:
+        yield
+    finally:
+        with psycopg.connect(_admin_dsn(base_url, "postgres"), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        client = redis.Redis.from_url(redis_url)
+        for pattern in (f"{name}*", f"django_q:{name}*"):
+            for key in client.scan_iter(match=pattern, count=500):
+                client.delete(key)
+        client.close()
+
+
 @contextmanager
 def running_system() -> Iterator[LiveSystem]:
     var_dir = Path(tempfile.mkdtemp(prefix="vafleet-e2e-"))
@@ -108,9 +143,20 @@ def running_system() -> Iterator[LiveSystem]:
         "DJANGO_SUPERUSER_PASSWORD": PASSWORD,
         "PYTHONUNBUFFERED": "1",
     }
-    for name in ("VAFLEET_DATABASE_URL", "VAFLEET_REDIS_URL", "VAFLEET_TASKS_SYNC"):
-        env.pop(name, None)  # the embedded default, whatever the calling shell configured
-    system = LiveSystem(url=f"http://127.0.0.1:{port}", var_dir=var_dir, env=env)
+    scaleout = all(os.environ.get(name) for name in ("VAFLEET_DATABASE_URL", "VAFLEET_REDIS_URL"))
+    names = ("VAFLEET_TASKS_SYNC", "VAFLEET_REDIS_PREFIX") if scaleout else (
+        "VAFLEET_DATABASE_URL", "VAFLEET_REDIS_URL", "VAFLEET_TASKS_SYNC", "VAFLEET_REDIS_PREFIX")
+    for name in names:
+        env.pop(name, None)
+    system = LiveSystem(url=f"http://127.0.0.1:{port}", var_dir=var_dir, env=env,
+                        configuration="scale-out" if scaleout else "embedded")
+    with ExitStack() as namespace:
+        if scaleout:
+            namespace.enter_context(_scaleout_namespace(env))
+        yield from _run(system, port)
+
+
+def _run(system: LiveSystem, port: int) -> Iterator[LiveSystem]:
     try:
         system.manage("migrate", "--noinput")
         system.manage("createsuperuser", "--noinput", "--username", USERNAME, "--email", "e2e@example.test")
@@ -124,4 +170,4 @@ def running_system() -> Iterator[LiveSystem]:
     finally:
         for process in reversed(system.processes):
             _stop(process)
-        shutil.rmtree(var_dir, ignore_errors=True)
+        shutil.rmtree(system.var_dir, ignore_errors=True)

@@ -94,7 +94,7 @@ def test_prune_waits_for_running_backup_and_backup_for_prune(repo, tmp_path):
     disk = write_image(tmp_path / "disk.img", 2 * CHUNK, seed=44)
     with RepositoryLock(target, "exclusive", "prune"):
         with pytest.raises(RepositoryLocked, match="prune"):
-            api.backup(repo.target, PASSPHRASE, "vm", [DiskSpec("d", str(disk))])
+            api.backup(repo.target, PASSPHRASE, "vm", [DiskSpec("d", str(disk))], lock_wait=0)
     assert not list((repo.path / "locks").iterdir())
     api.prune(repo.target, PASSPHRASE, retention={"keep_last": 1}, grace_seconds=0)
 

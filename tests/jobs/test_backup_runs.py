@@ -120,3 +120,24 @@ def test_the_embedded_default_gets_a_local_repository_and_a_demo_job(lab, capsys
     call_command("jobs", "run", "Lab demo")
     assert job.runs.get().state == JobRun.State.SUCCEEDED
     assert RestorePoint.objects.filter(repository=repository).count() == 3
+
+
+def test_the_read_limit_is_frozen_in_the_run_and_reaches_the_engine(lab, repository):
+    vm = VirtualMachine.objects.filter(connection=lab).order_by("name").first()
+    job = job_for(repository, [vm], throttle_mbps=8)
+    run = execute_run(services.start_run(job, queue=False).pk)
+    task = run.tasks.get()
+    assert run.state == JobRun.State.SUCCEEDED, task.message
+    assert run.config["throttle_mbps"] == 8
+    stats = task.result["stats"]
+    assert stats["throttle_mbps"] == 8 and stats["throttled_seconds"] > 0  # the engine's own account of its waits
+    logs = [e.data["message"] for e in task.events.filter(type="log")]
+    assert [m for m in logs if "limited to 8 MB/s" in m] == ["Reads limited to 8 MB/s for this VM."]
+
+    job.throttle_mbps = None
+    job.save()
+    run.refresh_from_db()
+    assert run.config["throttle_mbps"] == 8  # editing the job never rewrites a past run
+    unlimited = execute_run(services.start_run(job, queue=False).pk)
+    assert unlimited.config["throttle_mbps"] is None
+    assert "throttle_mbps" not in unlimited.tasks.get().result["stats"]

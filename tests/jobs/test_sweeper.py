@@ -191,3 +191,79 @@ def test_the_round_is_scheduled_every_five_minutes_and_skips_while_one_runs(lab)
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert sweep_task() == {"skipped_round": True, "reason": "The previous sweep is still running."}
         fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def drop_from_broker(q2_task: str) -> bool:
+    """Remove one q2 task from django-q2's broker (ORM or Redis), as a crashed worker or a flushed broker does.
+
+    Only that task is touched: test workers running in parallel may share one Redis queue."""
+    from django_q.brokers import get_broker
+    from django_q.brokers.redis_broker import Redis
+    from django_q.models import OrmQ
+    from django_q.signing import SignedPackage
+
+    broker = get_broker()
+    if isinstance(broker, Redis):
+        for payload in broker.connection.lrange(broker.list_key, 0, -1):
+            if SignedPackage.loads(payload)["id"] == q2_task:
+                return bool(broker.connection.lrem(broker.list_key, 1, payload))
+        return False
+    for row in OrmQ.objects.filter(key=broker.list_key):
+        if row.task_id() == q2_task:
+            row.delete()
+            return True
+    return False
+
+
+@pytest.fixture
+def queued_runs(lab):
+    """Runs queued for real (their q2 task in the broker); what is left of their tasks is dropped at the end."""
+    yield
+    for config in JobRun.objects.values_list("config", flat=True):
+        if config.get("q2_task"):
+            drop_from_broker(config["q2_task"])
+
+
+def test_a_queued_run_whose_task_was_lost_is_queued_again_once_then_failed(lab, repository, queued_runs):
+    vm = VirtualMachine.objects.filter(connection=lab).order_by("name").first()
+    run = services.start_run(job_for(repository, [vm]))
+    run.refresh_from_db()
+    first = run.config["q2_task"]
+    aged = timezone.now() - sweeper.QUEUED_GRACE - timedelta(minutes=1)
+    JobRun.objects.filter(pk=run.pk).update(created=aged)
+
+    report = sweeper.sweep()  # its task still waits in the broker: left alone
+    assert (report.requeued_runs, report.lost_runs, report.problems) == (0, 0, [])
+    assert JobRun.objects.get(pk=run.pk).state == JobRun.State.QUEUED
+
+    young = services.start_run(job_for(repository, [vm], name="hourly"))
+    young.refresh_from_db()
+    assert drop_from_broker(young.config["q2_task"])  # lost too, but within the grace period
+    assert drop_from_broker(first)
+
+    report = sweeper.sweep()
+    assert (report.requeued_runs, report.lost_runs, report.problems) == (1, 0, [])
+    run.refresh_from_db()
+    second = run.config["q2_task"]
+    assert run.state == JobRun.State.QUEUED and second and second != first
+    assert run.config["q2_requeued"] == [first] and run.config["name"] == "nightly"  # the frozen settings stay
+    assert run.message.startswith("Queued again at ") and "task was lost" in run.message
+    task = run.tasks.get()
+    assert task.events.filter(type="log", data__message__startswith="Queued again at ").count() == 1
+    young.refresh_from_db()
+    assert young.state == JobRun.State.QUEUED and "q2_requeued" not in young.config
+
+    assert sweeper.sweep().requeued_runs == 0  # its new task waits in the broker
+
+    assert drop_from_broker(second)
+    report = sweeper.sweep()
+    assert (report.requeued_runs, report.lost_runs, report.problems) == (0, 1, [])
+    run.refresh_from_db()
+    assert run.state == JobRun.State.FAILED and run.finished is not None
+    assert "no worker started this run, even after the sweeper queued it again" in run.message
+    assert "qcluster" in run.message
+    task.refresh_from_db()
+    assert task.state == Task.State.FAILED and task.error_code == "lost" and task.finished is not None
+
+    again = sweeper.sweep()
+    assert (again.requeued_runs, again.lost_runs) == (0, 0)

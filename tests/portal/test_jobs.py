@@ -1,6 +1,6 @@
 """Backup jobs, runs, tasks and restore points in the portal: lists and pages render, the job form saves
 VMs, rules, schedule and retention with a sentence per wrong field, "Run now" queues a run (operators),
-cancelling works once, and the restore form narrows to what the chosen host sees."""
+cancelling works once, and the restore wizard narrows to what the chosen host sees."""
 
 from __future__ import annotations
 
@@ -55,7 +55,8 @@ def form_data(repo, chosen, **overrides) -> dict:
     data = {"name": "web", "repository": repo.pk, "connection": "", "vms": [vm.pk for vm in chosen],
             "rule_hosts": [], "rule_folders": "", "rule_name": "", "schedule": "30 1 * * *", "keep_last": "7",
             "keep_daily": "7", "keep_weekly": "4", "keep_monthly": "6", "mode": "auto", "compression_level": "3",
-            "use_cbt": "on", "verify": "on", "max_parallel": "4", "enabled": "on"}
+            "use_cbt": "on", "verify": "on", "max_parallel": "4", "enabled": "on", "notify_on": "failure",
+            "notify_emails": ""}
     data.update(overrides)
     return data
 
@@ -109,18 +110,21 @@ def test_narrowing_by_connection_keeps_chosen_vms(admin, lab, repo):
     other = build_lab(vm_count=0, name="Lab B")
     add_vms(other, 2, start=500)
     chosen = lab.vms[0]
-    fragment = admin.get("/jobs/vm-choices/", {"connection": other.connection.pk, "vms": [chosen.pk]})
-    html = options_of(fragment.content.decode(), "vms")
-    assert f'value="{other.vms[0].pk}"' in html and f'value="{chosen.pk}" selected' in html
-    assert f'value="{lab.vms[1].pk}"' not in html  # another connection's VM that was not chosen
-    assert f'value="{other.hosts[0].pk}"' in options_of(fragment.content.decode(), "rule_hosts")
+    hx = {"HX-Request": "true", "HX-Trigger-Name": "connection"}
+    fragment = admin.get("/jobs/vm-choices/", {"connection": other.connection.pk, "vms": [chosen.pk]},
+                         headers=hx).content.decode()
+    assert f'value="{other.vms[0].pk}"' in fragment
+    assert f'value="{lab.vms[1].pk}"' not in fragment  # another connection's VM
+    assert f'value="{other.hosts[0].pk}"' in options_of(fragment, "rule_hosts") and 'hx-swap-oob="true"' in fragment
 
-    # Without JavaScript: "narrow" shows the form again for that connection, saving nothing.
+    # Without JavaScript: "narrow" shows the form again for that connection, saving nothing; the chosen VM
+    # of the other connection stays chosen (a chip: a hidden input).
     response = admin.post(ADD, form_data(repo, [chosen], connection=other.connection.pk, narrow="1"))
+    page = response.content.decode()
     assert response.status_code == 200 and not BackupJob.objects.exists()
-    assert f'value="{lab.vms[1].pk}"' not in options_of(response.content.decode(), "vms")
-    assert f'value="{chosen.pk}" selected' in options_of(response.content.decode(), "vms")
-    assert "correct the fields" not in response.content.decode()
+    assert f'id="vm-choice-{lab.vms[1].pk}"' not in page and f'id="vm-choice-{other.vms[0].pk}"' in page
+    assert f'<input type="hidden" name="vms" value="{chosen.pk}">' in page
+    assert "correct the fields" not in page
 
 
 def test_edit_shows_and_keeps_the_rules(admin, lab, job):
@@ -149,7 +153,7 @@ def test_pages_render_for_viewers_without_action_buttons(viewer, job):
     run_page = viewer.get(f"/jobs/runs/{run.pk}/").content.decode()
     assert vm.name in run_page and "va-1 runs on the VM&#x27;s host: hot-add." in run_page
     assert "50%" in run_page and "512.0 MB of 1.0 GB" in run_page.replace("\xa0", " ")
-    assert "Cancel run" not in run_page and 'hx-trigger="every 3s"' in run_page
+    assert "Cancel run" not in run_page and f'data-run-live="{run.pk}"' in run_page
     assert "Cancel" not in viewer.get(f"/jobs/tasks/{task.pk}/").content.decode().replace("Cancelled", "")
 
 
@@ -222,10 +226,18 @@ def test_restore_point_list(viewer, operator, point):
     assert "No restore points match" in filtered
 
 
-def test_restore_form_narrows_to_the_host(operator, lab, point):
+def new_vm_step(point, **place) -> dict:
+    """The wizard's second step for a whole VM as a new VM."""
+    return {"step": "2", "what": "vm", "place": "new_vm", "go": "next", **place}
+
+
+def test_restore_wizard_narrows_to_the_host(operator, lab, point):
     host = point.vm.host
-    page = operator.get(f"/jobs/restore-points/{point.pk}/restore/").content.decode()
-    assert f"{point.vm.name}-restored" in page and f'value="{host.pk}" selected' in options_of(page, "host")
+    url = f"/jobs/restore-points/{point.pk}/restore/"
+    page = operator.get(url).content.decode()
+    assert f'value="{point.vm.name}-restored"' in page and "1. What to restore" in page
+    page = operator.post(url, {"step": "1", "what": "vm", "host": host.pk, "go": "next"}).content.decode()
+    assert "2. Where to restore it" in page and f'value="{host.pk}" selected' in options_of(page, "host")
     mounted = [d for d in [lab.shared, *lab.locals] if d.hosts.filter(pk=host.pk).exists()]
     other = next(d for d in lab.locals if not d.hosts.filter(pk=host.pk).exists())
     datastores = options_of(page, "datastore")
@@ -234,6 +246,10 @@ def test_restore_form_narrows_to_the_host(operator, lab, point):
     datastores = options_of(fragment, "datastore")
     assert f'value="{lab.locals[0].pk}"' in datastores and f'value="{lab.locals[1].pk}"' not in datastores
     assert f'value="{lab.networks[0].pk}"' in options_of(fragment, "network")
+    # Without JavaScript: "Show its datastores" posts the step back, unchecked, with the host's lists.
+    narrowed = operator.post(url, {**new_vm_step(point), "host": lab.hosts[0].pk, "narrow": "host"}).content.decode()
+    assert f'value="{lab.locals[1].pk}"' not in options_of(narrowed, "datastore")
+    assert "2. Where to restore it" in narrowed and "correct what is marked" not in narrowed
 
 
 @pytest.mark.parametrize(("field", "sentence"), [
@@ -242,22 +258,25 @@ def test_restore_form_narrows_to_the_host(operator, lab, point):
     ("name", "Enter the name of the new VM"),
     ("folder", "absolute path"),
 ])
-def test_restore_form_errors_per_field(operator, lab, point, field, sentence):
+def test_restore_wizard_errors_per_field(operator, lab, point, field, sentence):
     host = point.vm.host
     lonely = Network.objects.create(connection=lab.connection, datacenter=lab.datacenter, moref="net-x", name="x")
     other = next(d for d in lab.locals if not d.hosts.filter(pk=host.pk).exists())
-    data = {"mode": "new_vm", "name": "copy", "host": host.pk, "datastore": lab.shared.pk, "network": ""}
+    data = new_vm_step(point, name="copy", host=host.pk, datastore=lab.shared.pk, network="")
     data.update({"datastore": {"datastore": other.pk}, "network": {"network": lonely.pk},
-                 "name": {"name": " "}, "folder": {"mode": "folder", "folder": "srv/x"}}[field])
+                 "name": {"name": " "}, "folder": {"what": "images", "folder": "srv/x"}}[field])
     response = operator.post(f"/jobs/restore-points/{point.pk}/restore/", data)
     assert response.status_code == 200
     assert sentence in " ".join(response.context["form"].errors[field])
+    assert "2. Where to restore it" in response.content.decode()
     assert not Task.objects.exists()
 
 
 def test_restore_without_a_ready_appliance_says_so(operator, lab, point):
-    data = {"mode": "new_vm", "name": "copy", "host": point.vm.host_id, "datastore": lab.shared.pk}
-    response = operator.post(f"/jobs/restore-points/{point.pk}/restore/", data)
+    data = new_vm_step(point, name="copy", host=point.vm.host_id, datastore=lab.shared.pk)
+    summary = operator.post(f"/jobs/restore-points/{point.pk}/restore/", data).content.decode()
+    assert "3. Check and start" in summary and "Start restore" in summary
+    response = operator.post(f"/jobs/restore-points/{point.pk}/restore/", {**data, "step": "3", "go": "start"})
     assert response.status_code == 200 and "No ready appliance can write there" in response.content.decode()
     assert not Task.objects.exists()
 

@@ -4,8 +4,9 @@ The simulator runs no guest, so an appliance on this machine stands in for a dep
 `Appliance` row of the vSphere connection (transport `local`, state ready, its VM one of the
 simulator's VMs, serving the simulator's hosts), bootstrapped like a local deployment
 (`install_va_side` + `ensure_engine`). Its engine reads the snapshot disk over the network (the
-datastore's `/folder` URL with the session cookie and the pinned thumbprint) and writes to a local
-folder repository.
+datastore's `/folder` URL with the session cookie and the pinned thumbprint), or in hot-add mode
+finds the attached disk by its SCSI slot in a fake /dev and /sys that a thread fills as the guest's
+udev would, and writes to a local folder repository.
 
 What the simulator does with snapshots: a snapshot's config is a copy of the VM's config when it was
 taken, so its disks name the base files (`[ds] vm/vm.vmdk`), not delta disks; the datastore keeps
@@ -19,14 +20,17 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import threading
 from pathlib import Path
 
 import pytest
+from pyVmomi import vim
 
 from appliances.actions import current_bundle
 from appliances.connect import ENGINE_DIR, python_for, transport_for
 from appliances.injection import ensure_engine, install_va_side
 from appliances.models import Appliance
+from engines.sources.device import DEVICE_ROOT_ENV, SYSFS_ROOT_ENV
 from inventory.connectors.vsphere import VSphereConnector
 from inventory.connectors.vsphere.network import parse_file_name
 from inventory.models import Datastore, Host, Network, VirtualMachine
@@ -213,3 +217,120 @@ def test_without_change_tracking_every_run_reads_the_whole_disk_and_a_refused_di
     assert run.state == JobRun.State.FAILED and task.state == Task.State.FAILED
     assert "not a raw image" in task.message
     assert task.snapshot == "" and snapshots(simulator, vm.moref) == []
+
+
+def vm_devices(connector: VSphereConnector, moref: str) -> list:
+    collector = connector._connect()
+    vm = vim.VirtualMachine(moref, collector.si._stub)
+    return collector.properties(vm, ["config.hardware.device"]).get("config.hardware.device") or []
+
+
+def appliance_disk_files(simulator, appliance_vm: str) -> list[str]:
+    with VSphereConnector(params_for(simulator)) as connector:
+        return sorted(d.backing.fileName for d in vm_devices(connector, appliance_vm)
+                      if isinstance(d, vim.vm.device.VirtualDisk))
+
+
+class GuestDevices(threading.Thread):
+    """What the appliance's kernel and udev do when vSphere hot-adds a disk, driven by the simulator's own view.
+
+    It watches the appliance VM's devices through the vSphere API; for each disk that appears it makes the
+    SCSI address `/sys/class/scsi_device/H:0:<unit>:0` (H: the host of the disk's controller) name a new
+    `/dev/sdX`, a link to the simulator's flat file of that disk, and the `by-id` link when the disk has a
+    backing UUID. `plugged` records (bus, unit, uuid, file name) of each disk it saw."""
+
+    def __init__(self, simulator, appliance_vm: str, datastores: dict[str, str], root: Path):
+        super().__init__(daemon=True)
+        self.simulator, self.appliance_vm, self.datastores = simulator, appliance_vm, datastores
+        self.dev, self.sys = root / "dev", root / "sys"
+        self.plugged: list[tuple[int, int, str, str]] = []
+        self.stop = threading.Event()
+        self.failure: BaseException | None = None
+        with VSphereConnector(params_for(simulator)) as connector:
+            devices = vm_devices(connector, self.appliance_vm)
+        self.known = {d.key for d in devices if isinstance(d, vim.vm.device.VirtualDisk)}
+        controllers = sorted((d for d in devices if isinstance(d, vim.vm.device.VirtualSCSIController)),
+                             key=lambda c: c.busNumber)
+        (self.dev / "disk" / "by-id").mkdir(parents=True)
+        self.hosts = {}
+        for number, controller in enumerate(controllers, start=2):  # hosts 0-1: the guest's ATA ports
+            folder = self.sys / "devices" / "pci0000:00" / f"0000:{3 + number:02x}:00.0" / f"host{number}"
+            (folder / "scsi_host" / f"host{number}").mkdir(parents=True)
+            (folder / "scsi_host" / f"host{number}" / "proc_name").write_text("vmw_pvscsi\n")
+            (self.sys / "class" / "scsi_host").mkdir(parents=True, exist_ok=True)
+            (self.sys / "class" / "scsi_host" / f"host{number}").symlink_to(folder / "scsi_host" / f"host{number}")
+            self.hosts[controller.key] = (number, controller.busNumber)
+
+    def run(self) -> None:
+        try:
+            with VSphereConnector(params_for(self.simulator)) as connector:
+                while not self.stop.wait(0.1):
+                    for disk in vm_devices(connector, self.appliance_vm):
+                        if isinstance(disk, vim.vm.device.VirtualDisk) and disk.key not in self.known:
+                            self.known.add(disk.key)
+                            self._plug(disk)
+        except BaseException as exc:  # noqa: B036 - reported by the test
+            self.failure = exc
+
+    def _plug(self, disk) -> None:
+        host, bus = self.hosts[disk.controllerKey]
+        name = f"sd{chr(ord('a') + len(self.plugged) + 1)}"
+        datastore, relative = parse_file_name(disk.backing.fileName)
+        flat = Path(self.datastores[datastore]) / (relative.removesuffix(".vmdk") + "-flat.vmdk")
+        (self.dev / name).symlink_to(flat)
+        (self.sys / "class" / "scsi_device" / f"{host}:0:{disk.unitNumber}:0" / "device" / "block" / name).mkdir(
+            parents=True)
+        uuid = (disk.backing.uuid or "").replace("-", "").lower()
+        if uuid:
+            (self.dev / "disk" / "by-id" / f"wwn-0x{uuid}").symlink_to(f"../../{name}")
+        self.plugged.append((bus, disk.unitNumber, uuid, disk.backing.fileName))
+
+
+def test_hot_add_backup_finds_the_disk_on_the_appliance(vcenter, simulator, tmp_path, monkeypatch):
+    vm = VirtualMachine.objects.filter(connection=vcenter, is_template=False).order_by("name")[0]
+    disk = vm.disks.order_by("key").first()
+    appliance = stand_in_appliance(vcenter, vm)
+    path = flat_file(vm, disk.key)
+    with open(path, "r+b") as f:
+        f.truncate(3 * MIB)
+        os.pwrite(f.fileno(), random.Random(17).randbytes(MIB + 4567), MIB // 2)
+    repository = Repository.objects.create(name="vcsim repo", kind="local", path=str(tmp_path / "repo"),
+                                           passphrase=PASSPHRASE, chunk_size=MIB)
+    job = BackupJob.objects.create(name="hot-add nightly", repository=repository, mode=BackupJob.Mode.HOTADD)
+    job.vms.set([vm])
+    datastores = {d.name: d.url for d in Datastore.objects.filter(connection=vcenter)}
+    guest = GuestDevices(simulator, appliance.vm_moref, datastores, tmp_path / "va")
+    monkeypatch.setenv(DEVICE_ROOT_ENV, str(guest.dev))  # the local engine process inherits these
+    monkeypatch.setenv(SYSFS_ROOT_ENV, str(guest.sys))
+    disks_before = appliance_disk_files(simulator, appliance.vm_moref)
+
+    guest.start()
+    try:
+        run = execute_run(services.start_run(job, queue=False).pk)
+    finally:
+        guest.stop.set()
+        guest.join()
+    assert guest.failure is None
+
+    task = run.tasks.get()
+    assert run.state == JobRun.State.SUCCEEDED, (task.message, messages(task))
+    assert task.mode == Task.Mode.HOTADD
+    ((bus, unit, uuid, file_name),) = guest.plugged  # the snapshot's disk, as the simulator attached it
+    assert file_name == disk.file_name
+    assert f"{file_name} hot-added to {appliance.name} as SCSI {bus}:{unit}" in messages(task)
+    assert uuid == ""  # the simulator gives hot-added disks no backing UUID: the engine went by the SCSI slot
+    assert f"Disk 'disk-{disk.key}' is {guest.dev}/sdb at SCSI {bus}:{unit}." in messages(task)
+    assert "read over the network" not in messages(task)
+
+    # Detached again, snapshot removed: the appliance VM has its own disks only.
+    assert appliance_disk_files(simulator, appliance.vm_moref) == disks_before
+    assert file_name not in disks_before and task.attached == []
+    assert task.snapshot == "" and snapshots(simulator, vm.moref) == []
+
+    # The restore point holds the flat file's bytes.
+    folder = tmp_path / "images"
+    restore = execute_restore(services.start_restore(task.restore_point, {"mode": "folder", "folder": str(folder)},
+                                                     queue=False).pk)
+    assert restore.state == Task.State.SUCCEEDED, (restore.message, messages(restore))
+    (image,) = folder.glob("*.img")
+    assert hashlib.sha256(image.read_bytes()).digest() == hashlib.sha256(path.read_bytes()).digest()

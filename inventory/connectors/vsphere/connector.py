@@ -81,6 +81,14 @@ class VSphereConnector(Connector):
         return self._call(f"attaching {file_name} to appliance VM {appliance_vm}",
                           lambda: operations.attach_disk(collector, appliance_vm, file_name))
 
+    def device(self, appliance_vm: str, device_key: int) -> dict:
+        """A hot-added disk as the appliance finds it: {"key", "file_name", "uuid", "bus", "unit", ...}; "uuid" is
+        the backing UUID ("" when the server gives none), bus and unit its SCSI slot. No "path": the engine
+        resolves the device on the appliance (engines/sources/device.py)."""
+        collector = self._connect()
+        return self._call(f"reading disk {device_key} of appliance VM {appliance_vm}",
+                          lambda: operations.device(collector, appliance_vm, device_key))
+
     def detach_disk(self, appliance_vm: str, device_key: int) -> None:
         collector = self._connect()
         self._call(f"detaching disk {device_key} from appliance VM {appliance_vm}",

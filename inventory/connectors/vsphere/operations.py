@@ -95,6 +95,27 @@ def _free_scsi_slot(devices: list):
     return None, None
 
 
+def device(collector: Collector, appliance_vm: str, device_key: int) -> dict:
+    """How the appliance's guest finds a hot-added disk: its backing UUID (with disk.EnableUUID=TRUE, udev's
+    /dev/disk/by-id/wwn-0x<hex>) and its SCSI slot (the controller's bus, the disk's unit)."""
+    devices = _devices(collector, appliance_vm)
+    disk = next((d for d in devices if d.key == device_key and isinstance(d, vim.vm.device.VirtualDisk)), None)
+    if disk is None:
+        raise NotFound(f"Appliance VM {appliance_vm} has no disk with key {device_key} (already detached?).")
+    controller = next((d for d in devices if d.key == disk.controllerKey), None)
+    if not isinstance(controller, vim.vm.device.VirtualSCSIController):
+        raise NotFound(f"Disk {device_key} of appliance VM {appliance_vm} is not on a SCSI controller: the appliance "
+                       "finds hot-added disks on SCSI controllers only; detach it.")
+    return {
+        "key": disk.key,
+        "file_name": getattr(disk.backing, "fileName", "") or "",
+        "uuid": getattr(disk.backing, "uuid", None) or "",
+        "bus": controller.busNumber,
+        "unit": disk.unitNumber,
+        "capacity_bytes": int(disk.capacityInBytes or (disk.capacityInKB or 0) * KIB),
+    }
+
+
 def detach_disk(collector: Collector, appliance_vm: str, device_key: int) -> None:
     """Remove the disk from the appliance; the file itself belongs to the source VM and stays."""
     device = next((d for d in _devices(collector, appliance_vm) if d.key == device_key), None)

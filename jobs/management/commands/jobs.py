@@ -1,9 +1,9 @@
-"""`manage.py jobs local|run`: the embedded default's local repository and demo job, and runs from a shell.
+"""`manage.py jobs local|run|summary`: the embedded default's local repository and demo job, and runs from a shell.
 
 `local` makes sure a repository in `<var>/repository` (on the built-in appliance, which is this
 machine) and a "Lab demo" job for three lab VMs exist; the system's first start calls it. The
 repository's passphrase is generated once and printed once: keep it to read the repository without
-this server. `run JOB` runs a job to its end in this process.
+this server. `run JOB` runs a job to its end in this process. `summary` sends the daily summary e-mails now.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ class Command(BaseCommand):
         local.add_argument("--connection", default="Lab", help="Lab connection whose VMs the demo job protects.")
         run = sub.add_parser("run", help="Run a job to its end in this process.")
         run.add_argument("job", help="Job name.")
+        summary = sub.add_parser("summary", help="Send the daily summary e-mail now to the users who asked for it.")
+        summary.add_argument("--force", action="store_true",
+                             help="Also to users who got one in the last 20 hours.")
 
     def handle(self, *args, **options) -> None:
         try:
@@ -54,6 +57,14 @@ class Command(BaseCommand):
             job = BackupJob.objects.create(name=JOB, repository=repository, keep_last=3)
             job.vms.set(vms)
             self.stdout.write(f"Created job {JOB} for {', '.join(vm.name for vm in vms)} (run it from the portal).")
+
+    def _summary(self, options: dict) -> None:
+        from jobs.notifications import daily_summary
+
+        sent = daily_summary(force=options["force"])
+        self.stdout.write(f"Daily summary sent to {sent} user(s)." if sent else
+                          "No daily summary was sent: none was due (--force sends anyway), no user who asked for "
+                          "one has an address, or sending failed (see the log).")
 
     def _run(self, options: dict) -> None:
         job = BackupJob.objects.filter(name=options["job"]).first()
