@@ -26,7 +26,7 @@ def synced_lab(live_system):
 
 def test_create_an_appliance_draft_for_the_lab(page, synced_lab):
     log_in(page)
-    page.get_by_role("link", name="Appliances").click()
+    page.get_by_role("navigation", name="Main navigation").get_by_role("link", name="Appliances").click()
     expect(page.get_by_role("heading", name="Appliances")).to_be_visible()
     page.get_by_role("link", name="New appliance").first.click()
 
@@ -58,7 +58,7 @@ def test_create_an_appliance_draft_for_the_lab(page, synced_lab):
     expect(page.locator("#configuration")).to_contain_text("local-esx-01")
     expect(page.locator("#configuration")).not_to_contain_text(ROOT_PASSWORD)
 
-    page.get_by_role("link", name="Appliances").first.click()
+    page.get_by_role("navigation", name="Main navigation").get_by_role("link", name="Appliances").click()
     row = page.locator("#appliance-table tbody tr", has_text="va-e2e")
     expect(row).to_contain_text("esx-01.lab.local")
     expect(row).to_contain_text("Not deployed")
@@ -109,7 +109,7 @@ def test_bulk_deploy_shows_live_progress_then_remove(page, synced_lab, lab_vas_r
         expect(row.locator("[data-field=percent]")).to_have_text("100%")
     assert page.evaluate("window.__stayed === true")  # updated live, not by reloading
 
-    page.get_by_role("link", name="Appliances").first.click()
+    page.get_by_role("navigation", name="Main navigation").get_by_role("link", name="Appliances").click()
     row = page.locator("#appliance-table tbody tr", has_text="edge-esx-03")
     expect(row).to_contain_text("Ready")
     row.get_by_role("link", name=re.compile("edge-esx-03")).click()
@@ -118,6 +118,6 @@ def test_bulk_deploy_shows_live_progress_then_remove(page, synced_lab, lab_vas_r
     page.get_by_role("button", name=re.compile("Remove edge-esx-03")).click()
     expect(page.locator("#item-table tbody tr").first.locator("[data-field=state]")).to_have_text(
         "Succeeded", timeout=60_000)
-    page.get_by_role("link", name="Appliances").first.click()
+    page.get_by_role("navigation", name="Main navigation").get_by_role("link", name="Appliances").click()
     expect(page.locator("#appliance-table tbody tr", has_text="edge-esx-03")).to_have_count(0)
     expect(page.locator("#appliance-table tbody tr", has_text="edge-esx-04")).to_contain_text("Ready")

@@ -120,5 +120,5 @@ def test_registry_opens_file_sources_and_names_unknown_types(sparse_disk):
     path, _ = sparse_disk
     with open_source("file", path=os.fspath(path)) as source:
         assert isinstance(source, FileSource)
-    with pytest.raises(SourceError, match="Unknown source type 'nbd'; known: file, http"):
+    with pytest.raises(SourceError, match="Unknown source type 'nbd'; known: file, device, http"):
         open_source("nbd", path="x")
