@@ -205,22 +205,28 @@ def sweep_ended_holders(report: Report, tried=()) -> None:
     _release_all(list(held), report)
 
 
-def sweep_stuck_runs(report: Report) -> None:
+def _end_run(run: JobRun, code: str, task_message: str, run_sentence: str) -> JobRun:
+    """Fail the run's queued tasks, end the run, add `run_sentence` to its message, push both live."""
     from jobs.runs import _finish_run
 
+    run.tasks.filter(state=Task.State.QUEUED).update(
+        state=Task.State.FAILED, error_code=code, finished=timezone.now(), message=task_message)
+    run = _finish_run(run)
+    run.message = f"{run.message} {run_sentence}"[:500]
+    JobRun.objects.filter(pk=run.pk).update(message=run.message)
+    for task in run.tasks.filter(error_code=code):
+        live.publish_task(task, with_run=False)
+    live.publish_run(run)
+    return run
+
+
+def sweep_stuck_runs(report: Report) -> None:
     cutoff = timezone.now() - lifetime()
     for run in JobRun.objects.filter(state=JobRun.State.RUNNING, started__lt=cutoff):
         if run.tasks.filter(state=Task.State.RUNNING).exists():
             continue  # a dead task not swept (e.g. it ended meanwhile): the next round
-        run.tasks.filter(state=Task.State.QUEUED).update(
-            state=Task.State.FAILED, error_code="interrupted", finished=timezone.now(),
-            message="Interrupted: the run's worker stopped before this VM's turn.")
-        run = _finish_run(run)
-        run.message = f"{run.message} Interrupted: the run's worker stopped before the run finished."[:500]
-        JobRun.objects.filter(pk=run.pk).update(message=run.message)
-        for task in run.tasks.filter(error_code="interrupted"):
-            live.publish_task(task, with_run=False)
-        live.publish_run(run)
+        _end_run(run, "interrupted", "Interrupted: the run's worker stopped before this VM's turn.",
+                 "Interrupted: the run's worker stopped before the run finished.")
         report.runs_ended += 1
 
 
@@ -267,7 +273,6 @@ def _lost_sentence(run: JobRun) -> str:
 def sweep_lost_runs(report: Report) -> None:
     """Queued runs whose q2 task is gone: queued again once, failed the second time."""
     from jobs.events import EventLog
-    from jobs.runs import _finish_run
     from jobs.services import enqueue_run
 
     old = list(JobRun.objects.filter(state=JobRun.State.QUEUED, created__lt=timezone.now() - QUEUED_GRACE))
@@ -292,11 +297,7 @@ def sweep_lost_runs(report: Report) -> None:
                 continue  # a worker took it meanwhile
             message = (f"Failed: no worker started this run, even after the sweeper queued it again ({why}). "
                        "Check that the background workers (qcluster) are running, then start the job again.")
-            run.tasks.filter(state=Task.State.QUEUED).update(state=Task.State.FAILED, error_code="lost",
-                                                             finished=timezone.now(), message=message)
-            run = _finish_run(run)
-            run.message = f"{run.message} {message}"[:500]
-            JobRun.objects.filter(pk=run.pk).update(message=run.message)
+            run = _end_run(run, "lost", message, message)
             report.lost_runs += 1
             log.warning("%s: %s", run, message)
             continue

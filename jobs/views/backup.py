@@ -21,7 +21,7 @@ from core.models import AuditEntry
 from core.rbac import ADMINISTER, OPERATE, VIEW
 from core.views import role_required
 from inventory.views.listing import ListSpec, count_of, render_list
-from jobs import services
+from jobs import live, services
 from jobs.forms import SELECT_ALL_LIMIT, JobForm, next_run, vm_matches, vm_picker_page
 from jobs.models import BackupJob, JobRun, Repository, Task, TaskEvent
 from jobs.selection import vms_of
@@ -213,7 +213,8 @@ def task_detail(request: HttpRequest, pk: int) -> HttpResponse:
                                                          "created_by"), pk=pk)
     events = [(event, describe(event)) for event in TaskEvent.objects.filter(task=task, seq__lte=task.last_seq)
               .order_by("seq")]
-    context = {"task": task, "events": events, "percent": percent(task)}
+    context = {"task": task, "events": events, "percent": live.percent(task.bytes_done, task.bytes_total,
+                                                                       task.state == Task.State.SUCCEEDED)}
     return render(request, "jobs/task_detail.html", context)
 
 
@@ -233,14 +234,6 @@ def task_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     if back == "run" and task.run_id:
         return redirect("jobs:run_detail", task.run_id)
     return redirect(reverse("jobs:task_detail", args=[task.pk]))
-
-
-def percent(task: Task) -> int | None:
-    if task.state == Task.State.SUCCEEDED:
-        return 100
-    if not task.bytes_total:
-        return None
-    return min(100, int(100 * task.bytes_done / task.bytes_total))
 
 
 def describe(event: TaskEvent) -> str:
