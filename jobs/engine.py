@@ -8,13 +8,19 @@ pass through this process, never disk data.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 from collections.abc import Callable
 
+from django import db
+
 from appliances.connect import ENGINE_DIR, python_for
 from appliances.injection import run_engine
 from core.errors import ActionableError
+
+log = logging.getLogger(__name__)
+CANCEL_POLL_SECONDS = 1.0
 
 # Engine error codes that mean the settings are wrong (the request, not a system we talk to).
 SETTINGS_CODES = frozenset({"bad_job_spec", "bad_request", "target_bad_spec", "target_bad_name", "target_bad_path"})
@@ -44,8 +50,9 @@ def run_engine_operation(transport, appliance, spec: dict, on_event: Callable[[d
     """Run `spec` on the appliance's engine; returns (result event, every event in order).
 
     `on_event` sees each event as it arrives. `timeout` (seconds) bounds the whole run: past it the
-    engine is stopped (SIGTERM, then SIGKILL) and EngineFailed says so (code "timeout"). When
-    `cancelled()` turns true the engine is asked to stop; the run then ends in EngineFailed "cancelled".
+    engine is stopped (SIGTERM, then SIGKILL) and EngineFailed says so (code "timeout"). `cancelled()` is
+    polled every second by a watcher thread, so a silent engine (waiting for a lock, a slow target) is
+    stopped too; once it turns true the engine is asked to stop and the run ends in EngineFailed "cancelled".
     Raises EngineFailed with the engine's own sentence and code when it reports an error.
     """
     where = f"appliance {appliance.name}" if appliance is not None else getattr(transport, "label", "the appliance")
@@ -63,13 +70,13 @@ def run_engine_operation(transport, appliance, spec: dict, on_event: Callable[[d
         watchdog = threading.Timer(timeout, stop)
         watchdog.daemon = True
         watchdog.start()
+    stopping, ended = threading.Event(), threading.Event()
+    if cancelled is not None:
+        threading.Thread(target=_watch_cancel, args=(stream, cancelled, stopping, ended), daemon=True).start()
     events: list[dict] = []
-    result, error, stopping = None, None, False
+    result, error = None, None
     try:
         for line in stream:
-            if cancelled is not None and not stopping and cancelled():
-                stream.terminate()  # the engine stops cleanly at the next chunk or file
-                stopping = True
             try:
                 event = json.loads(line)
             except ValueError:
@@ -84,6 +91,7 @@ def run_engine_operation(transport, appliance, spec: dict, on_event: Callable[[d
             elif event.get("type") == "error":
                 error = event
     finally:
+        ended.set()
         if watchdog is not None:
             watchdog.cancel()
         try:
@@ -96,7 +104,7 @@ def run_engine_operation(transport, appliance, spec: dict, on_event: Callable[[d
         raise EngineFailed(f"The engine's {operation} on {where} did not finish within {timeout:g} s and was "
                            "stopped: check that the appliance can reach the target (address, port, firewall).",
                            "timeout")
-    if stopping:
+    if stopping.is_set():
         raise EngineFailed(f"The engine's {operation} on {where} was cancelled; nothing half-written was kept.",
                            "cancelled")
     if error is not None:
@@ -107,3 +115,18 @@ def run_engine_operation(transport, appliance, spec: dict, on_event: Callable[[d
         raise EngineFailed(f"The engine's {operation} on {where} ended (exit {code}) without a result"
                            f"{': ' + stderr if stderr else ''}. Check the appliance's engine log.", "engine_error")
     return result, events
+
+
+def _watch_cancel(stream, cancelled: Callable[[], bool], stopping: threading.Event, ended: threading.Event,
+                  every: float = CANCEL_POLL_SECONDS) -> None:
+    """Ask the engine to stop once `cancelled()` turns true; the engine stops cleanly at its next chunk or wait."""
+    try:
+        while not ended.wait(every):
+            if cancelled():
+                stopping.set()
+                stream.terminate()
+                return
+    except Exception:  # noqa: BLE001 - a failed poll (database away) leaves the run to end by itself
+        log.warning("Cancel watcher stopped", exc_info=True)
+    finally:
+        db.connection.close()  # this thread's own database connection

@@ -76,8 +76,6 @@ def start_restore(point, destination: dict, user=None, *, queue: bool = True) ->
     {"mode": "folder", "folder"} (a folder on the appliance), {"mode": "original", "confirm": true} (over the
     powered-off VM's own disks) or {"mode": "disk", "disk", "vm", "target_disk_key", "confirm": true} (one
     disk into a powered-off VM's disk at least as large); optional "appliance" (id)."""
-    from django_q.tasks import async_task
-
     from jobs.restore import IN_PLACE, RestoreRefused, in_place_plan, restore_appliance
 
     mode = destination.get("mode")
@@ -105,6 +103,15 @@ def start_restore(point, destination: dict, user=None, *, queue: bool = True) ->
             appliance_name=appliance.name, mode="" if mode == "folder" else Task.Mode.HOTADD,
             created_by=user if getattr(user, "pk", None) else None)
         if queue:
-            transaction.on_commit(lambda: async_task("jobs.tasks.run_restore_task", task.pk,
-                                                     task_name=f"restore #{task.pk}"))
+            transaction.on_commit(lambda: enqueue_restore(task))
     return task
+
+
+def enqueue_restore(task: Task) -> str:
+    """Hand the restore to a django-q2 worker; the q2 task id is kept in the task's spec (the sweeper looks for it)."""
+    from django_q.tasks import async_task
+
+    q2_task = async_task("jobs.tasks.run_restore_task", task.pk, task_name=f"restore #{task.pk}")
+    task.spec = {**task.spec, "q2_task": q2_task}
+    Task.objects.filter(pk=task.pk, state=Task.State.QUEUED).update(spec=task.spec)  # not once a worker has it
+    return q2_task

@@ -20,7 +20,8 @@ restart, out of memory, q2 timeout), the row stays `running` and the hypervisor 
    snapshot's disk still attached to an appliance that runs no task is detached.
 6. Lost runs: a run still `queued` after a grace period whose django-q2 task (its id is kept in
    `config["q2_task"]`) is no longer in the broker (a worker that crashed before taking it, a flushed
-   broker) is queued again once; lost a second time, it fails with a sentence.
+   broker) is queued again once; lost a second time, it fails with a sentence. Queued restores
+   (`spec["q2_task"]`) are treated the same way.
 
 Every step is idempotent ("already removed" counts as released) and a failure is reported and
 retried next round. `sweep_round()` is the django-q2 entry point; a round still running makes the
@@ -55,6 +56,7 @@ INTERRUPTED = ("Interrupted: the worker that ran this task stopped (server resta
 FULL_SCAN_EVERY = 24 * 3600  # seconds between looks at every VM a job selects
 QUEUED_GRACE = timedelta(minutes=10)  # a queued run younger than this is never judged lost
 RUN_TASK = "jobs.tasks.run_job_task"
+RESTORE_TASK = "jobs.tasks.run_restore_task"
 
 
 def lifetime() -> timedelta:
@@ -75,13 +77,16 @@ class Report:
     orphan_disks: int = 0
     requeued_runs: int = 0
     lost_runs: int = 0  # failed: lost after being queued again
+    requeued_restores: int = 0
+    lost_restores: int = 0
     problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"interrupted_tasks": self.interrupted, "released_tasks": self.released,
                 "ended_runs": self.runs_ended, "orphan_snapshots": self.orphan_snapshots,
                 "orphan_disks": self.orphan_disks, "requeued_runs": self.requeued_runs,
-                "lost_runs": self.lost_runs, "problems": self.problems}
+                "lost_runs": self.lost_runs, "requeued_restores": self.requeued_restores,
+                "lost_restores": self.lost_restores, "problems": self.problems}
 
 
 def dead_tasks():
@@ -230,9 +235,18 @@ def sweep_stuck_runs(report: Report) -> None:
         report.runs_ended += 1
 
 
-def queued_in_broker() -> tuple[set[str], set[int]] | None:
-    """The q2 task ids and run ids still waiting in django-q2's broker, or taken by a cluster and not finished;
-    None when the broker cannot tell (a Redis cluster holds tasks it took but has not started: ids unseen)."""
+@dataclass
+class Waiting:
+    """What django-q2's broker still holds: q2 task ids, and the run and restore task ids they carry."""
+
+    ids: set[str] = field(default_factory=set)
+    runs: set[int] = field(default_factory=set)
+    restores: set[int] = field(default_factory=set)
+
+
+def queued_in_broker() -> Waiting | None:
+    """What still waits in django-q2's broker, or was taken by a cluster and is not finished; None when the
+    broker cannot tell (a Redis cluster holds tasks it took but has not started: ids unseen)."""
     from django_q.brokers import get_broker
     from django_q.brokers.orm import ORM
     from django_q.brokers.redis_broker import Redis
@@ -249,24 +263,25 @@ def queued_in_broker() -> tuple[set[str], set[int]] | None:
         payloads = broker.connection.lrange(broker.list_key, 0, -1)
     else:
         return None
-    ids, runs = set(), set()
+    waiting = Waiting()
     for payload in payloads:
         try:
             package = SignedPackage.loads(payload)
         except Exception:  # noqa: BLE001 - another installation's or a damaged package: not ours
             continue
-        ids.add(package.get("id"))
-        if package.get("func") == RUN_TASK and len(package.get("args") or ()) == 1:
-            runs.add(package["args"][0])
-    return ids, runs
+        waiting.ids.add(package.get("id"))
+        args = package.get("args") or ()
+        if len(args) == 1 and package.get("func") in (RUN_TASK, RESTORE_TASK):
+            (waiting.runs if package["func"] == RUN_TASK else waiting.restores).add(args[0])
+    return waiting
 
 
-def _lost_sentence(run: JobRun) -> str:
+def _lost_sentence(q2_task: str, what: str = "run") -> str:
     from django_q.models import Failure
 
-    failure = Failure.objects.filter(id=(run.config or {}).get("q2_task") or "").first()
+    failure = Failure.objects.filter(id=q2_task or "").first()
     if failure is not None:
-        return f"its background task failed before it started the run ({str(failure.result)[:120]})"
+        return f"its background task failed before it started the {what} ({str(failure.result)[:120]})"
     return "its background task was lost before a worker started it (a worker stopped, or the task queue was emptied)"
 
 
@@ -276,21 +291,14 @@ def sweep_lost_runs(report: Report) -> None:
     from jobs.services import enqueue_run
 
     old = list(JobRun.objects.filter(state=JobRun.State.QUEUED, created__lt=timezone.now() - QUEUED_GRACE))
-    if not old:
+    waiting = _waiting(old, report, "runs")
+    if waiting is None:
         return
-    try:
-        queued = queued_in_broker()
-    except Exception as exc:  # noqa: BLE001 - a broker that does not answer: the next round retries
-        report.problems.append(f"Cannot look into the task queue for runs whose task was lost: {exc}")
-        return
-    if queued is None:
-        return
-    ids, run_ids = queued
     for run in old:
         config = run.config or {}
-        if config.get("q2_task") in ids or run.pk in run_ids:
+        if config.get("q2_task") in waiting.ids or run.pk in waiting.runs:
             continue
-        why = _lost_sentence(run)
+        why = _lost_sentence(config.get("q2_task", ""))
         if config.get("q2_requeued"):
             if not JobRun.objects.filter(pk=run.pk, state=JobRun.State.QUEUED).update(
                     state=JobRun.State.RUNNING, started=timezone.now()):
@@ -316,6 +324,57 @@ def sweep_lost_runs(report: Report) -> None:
             continue
         report.requeued_runs += 1
         log.warning("%s: %s", run, message)
+
+
+def _waiting(old: list, report: Report, what: str) -> Waiting | None:
+    """The broker's view when there is something old to judge; None (and a problem reported) otherwise."""
+    if not old:
+        return None
+    try:
+        return queued_in_broker()
+    except Exception as exc:  # noqa: BLE001 - a broker that does not answer: the next round retries
+        report.problems.append(f"Cannot look into the task queue for {what} whose task was lost: {exc}")
+        return None
+
+
+def sweep_lost_restores(report: Report) -> None:
+    """Queued restores whose q2 task is gone: queued again once, failed the second time."""
+    from jobs.events import EventLog
+    from jobs.runs import _finish
+    from jobs.services import enqueue_restore
+
+    old = list(Task.objects.filter(kind=Task.Kind.RESTORE, state=Task.State.QUEUED,
+                                   created__lt=timezone.now() - QUEUED_GRACE))
+    waiting = _waiting(old, report, "restores")
+    if waiting is None:
+        return
+    for task in old:
+        spec = task.spec or {}
+        if spec.get("q2_task") in waiting.ids or task.pk in waiting.restores:
+            continue
+        why = _lost_sentence(spec.get("q2_task", ""), "restore")
+        if spec.get("q2_requeued"):
+            if not Task.objects.filter(pk=task.pk, state=Task.State.QUEUED).update(state=Task.State.RUNNING):
+                continue  # a worker took it meanwhile
+            message = (f"Failed: no worker started this restore, even after the sweeper queued it again ({why}). "
+                       "Check that the background workers (qcluster) are running, then start the restore again.")
+            _finish(task, Task.State.FAILED, message, "lost", EventLog(task))
+            report.lost_restores += 1
+            log.warning("%s: %s", task, message)
+            continue
+        spec = {**spec, "q2_requeued": [spec.get("q2_task", "")]}
+        if not Task.objects.filter(pk=task.pk, state=Task.State.QUEUED).update(spec=spec):
+            continue
+        task.spec = spec
+        message = f"Queued again at {timezone.now():%Y-%m-%d %H:%M} UTC by the sweeper: {why}."
+        EventLog(task).log(message, "warning")
+        try:
+            enqueue_restore(task)
+        except Exception as exc:  # noqa: BLE001 - the next round finds it lost again and fails it with a sentence
+            report.problems.append(f"{task}: could not queue it again: {exc}")
+            continue
+        report.requeued_restores += 1
+        log.warning("%s: %s", task, message)
 
 
 def _suspect_vms(extra: list[Task]) -> set[int]:
@@ -432,6 +491,7 @@ def sweep(*, full: bool = False) -> Report:
     sweep_ended_holders(report, tried=interrupted)  # those just interrupted were tried a moment ago
     sweep_stuck_runs(report)
     sweep_lost_runs(report)
+    sweep_lost_restores(report)
     sweep_orphan_disks(report)
     vm_ids = _suspect_vms(interrupted) | (_all_job_vms() if full else set())
     sweep_orphan_snapshots(vm_ids, report)

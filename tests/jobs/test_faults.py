@@ -15,9 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
+from django.db import connection
 
 from appliances.models import Appliance
 from engines import api as engine
+from engines.repository.locks import RepositoryLock
+from engines.targets import TargetSpec, open_target
 from inventory.connectors.lab import LabConnector, seed
 from inventory.models import VirtualMachine
 from inventory.sync import sync_connection
@@ -47,6 +50,19 @@ def verifies(repo: Repository) -> bool:
 
 def run_job(job) -> JobRun:
     return execute_run(services.start_run(job, queue=False).pk)
+
+
+def run_in_thread(run: JobRun, outcome: dict) -> threading.Thread:
+    """Execute the run as a worker thread does (its own database connection, closed at the end)."""
+    def work() -> None:
+        try:
+            outcome["run"] = execute_run(run.pk)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    return thread
 
 
 # -- 1. target full ----------------------------------------------------------------------------
@@ -165,8 +181,7 @@ def test_cancelling_a_run_mid_backup_leaves_no_snapshot_and_a_sound_repository(l
     job = job_for(repository, [big], name="big")
     run = services.start_run(job, queue=False)
     outcome: dict = {}
-    driver = threading.Thread(target=lambda: outcome.setdefault("run", execute_run(run.pk)))
-    driver.start()
+    driver = run_in_thread(run, outcome)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -192,3 +207,33 @@ def test_cancelling_a_run_mid_backup_leaves_no_snapshot_and_a_sound_repository(l
     assert verifies(repository)
     # The repository goes on: the small VM backs up again on top of its restore point.
     assert run_job(job_for(repository, [small], name="after")).state == JobRun.State.SUCCEEDED
+
+
+def test_cancelling_a_run_that_waits_for_the_prune_lock_stops_it_while_it_waits(lab, repository):
+    """The engine says nothing while it waits for the lock: the cancel still reaches it (a watcher polls)."""
+    vm = VirtualMachine.objects.filter(connection=lab).order_by("name").first()
+    assert run_job(job_for(repository, [vm], name="first")).state == JobRun.State.SUCCEEDED  # initialised
+    prune = RepositoryLock(open_target(TargetSpec(**target_spec(repository))), "exclusive", "prune").acquire()
+    run = services.start_run(job_for(repository, [vm], name="waits"), queue=False)
+    outcome: dict = {}
+    driver = run_in_thread(run, outcome)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not Task.objects.filter(
+                run=run, events__data__message__startswith="Waiting for the repository lock").exists():
+            time.sleep(0.1)
+        task = run.tasks.get()
+        assert task.state == Task.State.RUNNING, (task.state, task.message)
+        services.cancel_run(run)
+        driver.join(60)  # the lock is still held: only the cancel can end the wait this soon
+        assert not driver.is_alive(), "the run did not stop while its engine waited for the lock"
+    finally:
+        prune.release()
+        driver.join(300)
+    ended = outcome["run"]
+    task = ended.tasks.get()
+    assert ended.state == JobRun.State.CANCELLED
+    assert task.state == Task.State.CANCELLED and "cancelled" in task.message, task.message
+    assert task.snapshot == "" and LabConnector(root=lab.options["root"]).list_snapshots(vm.moref) == []
+    assert task.restore_point is None and len(engine_points(repository, vm)) == 1
+    assert verifies(repository)

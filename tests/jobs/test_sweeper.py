@@ -15,6 +15,7 @@ from inventory.connectors.lab import LabConnector
 from inventory.models import VirtualMachine
 from jobs import services, sweeper
 from jobs.models import JobRun, Task
+from jobs.runs import execute_run
 from tests.jobs.conftest import job_for
 
 LONG_AGO = timedelta(seconds=settings.Q_CLUSTER["timeout"] + 600)
@@ -222,6 +223,9 @@ def queued_runs(lab):
     for config in JobRun.objects.values_list("config", flat=True):
         if config.get("q2_task"):
             drop_from_broker(config["q2_task"])
+    for spec in Task.objects.filter(kind=Task.Kind.RESTORE).values_list("spec", flat=True):
+        if spec.get("q2_task"):
+            drop_from_broker(spec["q2_task"])
 
 
 def test_a_queued_run_whose_task_was_lost_is_queued_again_once_then_failed(lab, repository, queued_runs):
@@ -267,3 +271,38 @@ def test_a_queued_run_whose_task_was_lost_is_queued_again_once_then_failed(lab, 
 
     again = sweeper.sweep()
     assert (again.requeued_runs, again.lost_runs) == (0, 0)
+
+
+def test_a_queued_restore_whose_task_was_lost_is_queued_again_once_then_failed(lab, repository, queued_runs,
+                                                                               tmp_path):
+    vm = VirtualMachine.objects.filter(connection=lab).order_by("name").first()
+    run = execute_run(services.start_run(job_for(repository, [vm]), queue=False).pk)
+    point = run.tasks.get().restore_point
+    restore = services.start_restore(point, {"mode": "folder", "folder": str(tmp_path / "images")})
+    restore.refresh_from_db()
+    first = restore.spec["q2_task"]
+    assert restore.state == Task.State.QUEUED and restore.spec["folder"] == str(tmp_path / "images")
+    aged = timezone.now() - sweeper.QUEUED_GRACE - timedelta(minutes=1)
+    Task.objects.filter(pk=restore.pk).update(created=aged)
+
+    report = sweeper.sweep()  # its task still waits in the broker: left alone
+    assert (report.requeued_restores, report.lost_restores, report.problems) == (0, 0, [])
+
+    assert drop_from_broker(first)
+    report = sweeper.sweep()
+    assert (report.requeued_restores, report.lost_restores, report.problems) == (1, 0, [])
+    restore.refresh_from_db()
+    second = restore.spec["q2_task"]
+    assert restore.state == Task.State.QUEUED and second and second != first
+    assert restore.spec["q2_requeued"] == [first] and restore.spec["mode"] == "folder"  # the destination stays
+    assert restore.events.filter(type="log", data__message__startswith="Queued again at ").count() == 1
+    assert sweeper.sweep().requeued_restores == 0  # its new task waits in the broker
+
+    assert drop_from_broker(second)
+    report = sweeper.sweep()
+    assert (report.requeued_restores, report.lost_restores, report.problems) == (0, 1, [])
+    restore.refresh_from_db()
+    assert restore.state == Task.State.FAILED and restore.error_code == "lost" and restore.finished is not None
+    assert "no worker started this restore, even after the sweeper queued it again" in restore.message
+    assert not (tmp_path / "images").exists()  # nothing was written
+    assert sweeper.sweep().lost_restores == 0
