@@ -169,12 +169,7 @@ def apply_retention(run: JobRun) -> str:
     return summary(policy, result)
 
 
-def finish_with_retention(run: JobRun, finish: Callable[[JobRun], JobRun]) -> JobRun:
-    """Apply retention while the run is still running, end the run with `finish`, then add the retention
-    sentence to the run's message (`finish` writes the message afresh)."""
-    sentence = apply_retention(run)
-    run = finish(run)
-    if sentence:
-        run.message = f"{run.message} {sentence}".strip()[:500]
-        JobRun.objects.filter(pk=run.pk).update(message=run.message)
-    return run
+def finish_with_retention(run: JobRun, finish: Callable[[JobRun, str], JobRun]) -> JobRun:
+    """Apply retention while the run is still running, then end the run with `finish`, giving it the
+    retention sentence for the run's message."""
+    return finish(run, apply_retention(run) or "")

@@ -181,7 +181,8 @@ def _cancel_requested(run: JobRun) -> bool:
     return JobRun.objects.filter(pk=run.pk, cancel_requested=True).exists()
 
 
-def _finish_run(run: JobRun) -> JobRun:
+def _finish_run(run: JobRun, sentence: str = "") -> JobRun:
+    """End the run: its state from its tasks, its message (with `sentence` after the count), then the e-mail."""
     states = list(run.tasks.values_list("state", flat=True))
     ok = states.count(Task.State.SUCCEEDED)
     if run.cancel_requested or JobRun.objects.filter(pk=run.pk, cancel_requested=True).exists():
@@ -190,7 +191,7 @@ def _finish_run(run: JobRun) -> JobRun:
         run.state = JobRun.State.SUCCEEDED
     else:
         run.state = JobRun.State.FAILED if ok == 0 else JobRun.State.PARTIAL
-    run.message = f"{ok} of {len(states)} VM(s) backed up."
+    run.message = f"{ok} of {len(states)} VM(s) backed up. {sentence}".strip()[:500]
     run.finished = timezone.now()
     run.save(update_fields=["state", "message", "finished"])
     notifications.run_finished(run)  # every end, the cancelled and the swept too; a mail failure is only logged

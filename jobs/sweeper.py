@@ -216,9 +216,7 @@ def _end_run(run: JobRun, code: str, task_message: str, run_sentence: str) -> Jo
 
     run.tasks.filter(state=Task.State.QUEUED).update(
         state=Task.State.FAILED, error_code=code, finished=timezone.now(), message=task_message)
-    run = _finish_run(run)
-    run.message = f"{run.message} {run_sentence}"[:500]
-    JobRun.objects.filter(pk=run.pk).update(message=run.message)
+    run = _finish_run(run, run_sentence)
     for task in run.tasks.filter(error_code=code):
         live.publish_task(task, with_run=False)
     live.publish_run(run)

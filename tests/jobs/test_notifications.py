@@ -136,11 +136,15 @@ def test_never_sends_nothing_and_always_sends_on_success(lab, repository, smtp, 
     vm = VirtualMachine.objects.filter(connection=lab).order_by("name").first()
     opt_in(make_user("administrator", "ada"), "ada@example.com", on_failure=True)  # told of failures only
 
-    quiet = job_for(repository, [vm], name="quiet", notify_on=BackupJob.Notify.ALWAYS, notify_emails="ops@example.com")
+    quiet = job_for(repository, [vm], name="quiet", notify_on=BackupJob.Notify.ALWAYS, notify_emails="ops@example.com",
+                    keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0)
     ok = run(quiet)
     assert ok.state == JobRun.State.SUCCEEDED
     assert smtp.to() == ["ops@example.com"]
     assert smtp.messages[0]["Subject"] == f"[VA Fleet] quiet run #{ok.pk} succeeded: 1 VM backed up"
+    text, html = text_and_html(smtp.messages[0])
+    assert "Retention (last 1" in ok.message and f"Summary:   {ok.message}" in text  # the run's final message
+    assert "Retention (last 1" in html
 
     BackupJob.objects.filter(pk=quiet.pk).update(notify_on=BackupJob.Notify.NEVER)
     unserve(vm)
