@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET
 from core.rbac import VIEW
 from core.views import role_required
 from inventory.views.listing import ListSpec, count_of, narrowing, render_list
+from jobs import live
 from jobs.models import BackupJob, JobRun, Task
 
 PERIODS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
@@ -89,8 +90,10 @@ class RunProgress:
 
     @property
     def percent(self) -> int:
-        if self.bytes_total:
-            return min(100, 100 * self.bytes_done // self.bytes_total)
+        """By bytes as the live run state counts them; by VMs ended while no size is known yet."""
+        by_bytes = live.percent(self.bytes_done, self.bytes_total)
+        if by_bytes is not None:
+            return by_bytes
         return 100 * self.vms_done // self.vms_total if self.vms_total else 0
 
     @property
