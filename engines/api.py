@@ -25,6 +25,7 @@ from engines.repository.locks import BACKUP_LOCK_WAIT
 from engines.repository.store import Repository, RepositoryError
 from engines.restore import restore_disk
 from engines.sources import open_source
+from engines.sources.device import find_device
 from engines.targets import TargetSpec, open_target
 from engines.workers import read_limit
 
@@ -182,16 +183,31 @@ def backup(target: TargetLike, passphrase: str, vm: str, disks: list[DiskSpec], 
 def restore(target: TargetLike, passphrase: str, restore_point: str, disks: list[DiskSpec], *, vm: str = "",
             threads: int | None = None, check_digest: bool = False, emit: Emit | None = None,
             cancel: threading.Event | None = None) -> dict:
+    """Write each disk to its `path`, or to the hot-added `device` found on this appliance (a block device)."""
     with open_repository(target, passphrase) as repo:
         found_vm, rp = repo.find_restore_point(restore_point, vm or None)
         manifest = repo.load_manifest(found_vm, rp)
         wanted = disks or []
         if not wanted:
-            raise EngineError("A restore needs at least one disk with an output path.", code="bad_job_spec")
-        results = [restore_disk(repo, manifest, d.name, d.path, threads=_threads(threads, target),
+            raise EngineError("A restore needs at least one disk with an output path or device.",
+                              code="bad_job_spec")
+        outputs = [_restore_output(d, emit) for d in wanted]  # every device found before any is written
+        results = [restore_disk(repo, manifest, d.name, output, threads=_threads(threads, target),
                                 check_digest=check_digest,
-                                emit=emit, cancel=cancel) for d in wanted]
+                                emit=emit, cancel=cancel) for d, output in zip(wanted, outputs, strict=True)]
         return {"restore_point": rp, "vm": found_vm, "disks": results}
+
+
+def _restore_output(disk: DiskSpec, emit: Emit | None) -> str:
+    if disk.device is None:
+        if not disk.path:
+            raise EngineError(f"Disk {disk.name!r} of the restore names no output: give a path or a device.",
+                              code="bad_job_spec")
+        return disk.path
+    path, found_as = find_device(disk.device)
+    if emit is not None:
+        emit(log_event("info", f"Disk {disk.name!r} is written to {found_as}."))
+    return str(path)
 
 
 def list_restore_points(target: TargetLike, passphrase: str, *, vm: str | None = None) -> dict:

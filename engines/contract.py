@@ -23,8 +23,9 @@ Operations and their fields (besides "target" and "passphrase"):
   an incremental that reads only those extents), options.threads, options.verify (authenticate the new restore point),
   options.cbt_sample (unchanged chunks re-read to check the changed-extent list, default 8).
   Result: restore_point, kind, disks (size, digest, change_id...), stats.
-- restore: restore_point, vm?, disks [{name, path}] (output file or block device),
-  options.check_digest. Result: disks with written bytes (and digest).
+- restore: restore_point, vm?, disks [{name, path | device}] (output file or block device, or a
+  hot-added disk named by `device` as for a backup, found on the appliance and written as a block
+  device), options.check_digest. Result: disks with written bytes (and digest).
 - list / catalog: every restore point (catalog also lists damaged manifests).
 - verify: vm?, restore_point?, options.repair (delete damaged chunks so the next backup
   uploads them again). Problems end in an error event "verify_failed" with a "problems"
@@ -110,7 +111,7 @@ class DeviceSpec:
 class DiskSpec:
     name: str
     path: str = ""  # source to read (backup) or output to write (restore)
-    device: DeviceSpec | None = None  # a hot-added disk to find on the appliance (backup, instead of path)
+    device: DeviceSpec | None = None  # a hot-added disk to find on the appliance (instead of path)
     changed_extents: list[tuple[int, int]] | None = None  # from CBT; None means read everything
     change_id: str = ""
     options: dict = field(default_factory=dict)  # source-specific (e.g. HTTPS headers, TLS)
@@ -156,9 +157,9 @@ class JobSpec:
                                  "non-negative integers.")
             device = None
             if raw.get("device") is not None:
-                if operation != "backup":
-                    raise BadJobSpec(f"Disk {raw.get('name')!r}: only a backup reads a hot-added device; "
-                                     f"give the {operation} a path.")
+                if operation not in ("backup", "restore"):
+                    raise BadJobSpec(f"Disk {raw.get('name')!r}: only a backup or a restore uses a hot-added "
+                                     f"device; give the {operation} a path.")
                 if raw.get("path"):
                     raise BadJobSpec(f"Disk {raw.get('name')!r} names both a path and a device: give one of them.")
                 device = DeviceSpec.from_dict(raw["device"], str(raw.get("name", "")))

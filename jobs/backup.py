@@ -143,6 +143,9 @@ def _changed_blocks(task, log, connector, snapshot, disk, source: dict, parent, 
             log.log(f"{source['name']}: changed-block tracking gives {len(extents)} extent(s) since the last backup.")
         else:
             _, change_id = connector.changed_areas(task.vm.moref, snapshot.moref, disk["key"], "*")
+            if parent is not None:
+                log.log(f"{source['name']}: the last restore point records no change id (a restore wrote the disk, "
+                        "or tracking was off). Reading the whole disk; only new chunks are stored.")
         source["change_id"] = change_id
     except ChangeIdUnknown as exc:
         log.log(f"{source['name']}: {exc} Reading the whole disk; only new chunks are stored.", "warning")

@@ -119,13 +119,15 @@ def run_engine_operation(transport, appliance, spec: dict, on_event: Callable[[d
 
 def _watch_cancel(stream, cancelled: Callable[[], bool], stopping: threading.Event, ended: threading.Event,
                   every: float = CANCEL_POLL_SECONDS) -> None:
-    """Ask the engine to stop once `cancelled()` turns true; the engine stops cleanly at its next chunk or wait."""
+    """Ask the engine to stop once `cancelled()` turns true (looked at once at the start, then every `every`
+    seconds); the engine stops cleanly at its next chunk or wait."""
     try:
-        while not ended.wait(every):
+        while not ended.is_set():
             if cancelled():
                 stopping.set()
                 stream.terminate()
                 return
+            ended.wait(every)
     except Exception:  # noqa: BLE001 - a failed poll (database away) leaves the run to end by itself
         log.warning("Cancel watcher stopped", exc_info=True)
     finally:

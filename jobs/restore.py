@@ -6,12 +6,16 @@ the VM is off) to an appliance whose host mounts the destination datastore, the 
 it and checks the whole-disk digest recorded at backup time, the disks are detached. A failure
 removes the half-restored VM. Into a folder: the engine writes `<folder>/<disk>.img` on the appliance.
 
+A hot-added disk reaches the engine as the connector's `device()` names it: a local path (the lab),
+or on vSphere its backing UUID and SCSI slot, which the engine looks up on the appliance
+(engines/sources/device.py) and writes as a block device.
+
 In place (`original`: the backed-up VM's own disks; `disk`: one disk of the restore point into a disk
 of another VM): the target VM must be powered off, have no snapshots and disks at least as large as
 the backed-up ones, and the request must carry `"confirm": true`. The disks are hot-added writable to
 an appliance whose host mounts their datastores, the engine writes into them with the digest check,
-they are detached, and the VM's changed-block tracking is reset where the hypervisor allows it (the
-next backup reads the whole disk once).
+they are detached, and the catalog forgets the change ids of the VM's restore points (the appliance's
+writes are not in the VM's changed-block tracking), so its next backup reads the whole disk once.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from inventory.connectors.base import ConnectorError, NewVmSpec
 from inventory.models import Datastore, Host, Network, VirtualMachine
 from jobs.backup import Cancelled, run_engine_job
 from jobs.events import EventLog
-from jobs.models import Task
+from jobs.models import RestorePoint, Task
 from jobs.targets import target_spec
 
 IN_PLACE = ("original", "disk")
@@ -214,6 +218,7 @@ def _into_folder(task, log, cancelled, destination: dict) -> str:
 
 def _as_new_vm(task, log, cancelled, destination: dict) -> str:
     point, appliance = task.restore_point, task.appliance
+    _deployed(appliance)
     host = Host.objects.select_related("datacenter").get(pk=destination["host"])
     datastore = Datastore.objects.get(pk=destination["datastore"])
     network = Network.objects.filter(pk=destination.get("network")).first()
@@ -231,9 +236,12 @@ def _as_new_vm(task, log, cancelled, destination: dict) -> str:
             with engine_ready_transport(appliance) as transport, ExitStack() as held:
                 outputs = []
                 for source, disk in zip(point.disks, connector.vm_disks(vm), strict=True):
-                    key = connector.attach_disk(appliance.vm_moref, disk["file_name"])
+                    key = connector.attach_disk(appliance.vm_moref, disk["file_name"], writable=True)
                     held.callback(connector.detach_disk, appliance.vm_moref, key)
-                    outputs.append({"name": source["name"], "path": _device_path(connector, appliance, key)})
+                    output, seen_as = _hot_added_output(connector, appliance, key, source["name"])
+                    log.log(f"{disk['file_name']} hot-added writable to {appliance.name} as {seen_as}; "
+                            f"{source['name']} goes there.")
+                    outputs.append(output)
                 log.phase("restore", f"Writing {len(outputs)} disk(s) through {appliance.name} (hot-add)")
                 run_engine_job(transport, appliance, _spec(task, outputs), log, cancelled)
         except BaseException:
@@ -248,26 +256,28 @@ def _as_new_vm(task, log, cancelled, destination: dict) -> str:
 
 def _in_place(task, log, cancelled, destination: dict) -> str:
     appliance = task.appliance
+    _deployed(appliance)
     plan = in_place_plan(task.restore_point, destination)  # again: the VM may have changed since it was queued
     vm = plan.vm
     with connector_for(vm.connection) as connector:
         with engine_ready_transport(appliance) as transport, ExitStack() as held:
-            outputs = []
+            outputs, files = [], []
             for disk in plan.disks:
-                key = connector.attach_disk(appliance.vm_moref, disk.file_name)
+                key = connector.attach_disk(appliance.vm_moref, disk.file_name, writable=True)
                 task.attached.append(key)
                 task.save(update_fields=["attached"])
                 held.callback(_detach, task, connector, appliance, key, log)
-                path = _device_path(connector, appliance, key)
+                output, seen_as = _hot_added_output(connector, appliance, key, disk.source)
                 log.log(f"Disk {disk.key} of {vm.name} ({disk.file_name}) hot-added writable to {appliance.name} "
-                        f"as device {key}; {disk.source} goes there.")
-                outputs.append({"name": disk.source, "path": path, "capacity": disk.capacity, "size": disk.size})
+                        f"as {seen_as}; {disk.source} goes there.")
+                outputs.append(output)
+                if "path" in output:
+                    files.append({**output, "capacity": disk.capacity, "size": disk.size})
             log.phase("restore", f"Overwriting {len(outputs)} disk(s) of {vm.name} through {appliance.name} "
                                  "(hot-add)")
             keys = ", ".join(str(d.key) for d in plan.disks)
             try:
-                run_engine_job(transport, appliance,
-                               _spec(task, [{"name": o["name"], "path": o["path"]} for o in outputs]), log, cancelled)
+                run_engine_job(transport, appliance, _spec(task, outputs), log, cancelled)
             except Cancelled as exc:
                 raise Cancelled(f"The restore was cancelled while it overwrote disk(s) {keys} of VM {vm.name}: they "
                                 "hold part of the restore point now; restore again before powering the VM on.") from exc
@@ -276,10 +286,11 @@ def _in_place(task, log, cancelled, destination: dict) -> str:
                         "it on.", "error")
                 raise
             finally:
-                _keep_capacity(transport, outputs, log)
+                _keep_capacity(transport, files, log)
+                _forget_change_ids(vm, log)
         if hasattr(connector, "reset_cbt"):
             connector.reset_cbt(vm.moref)
-            log.log(f"Changed-block tracking of {vm.name} reset: its next backup reads the whole disk(s) once.")
+            log.log(f"Changed-block tracking of {vm.name} reset.")
     disks = ", ".join(str(d.key) for d in plan.disks)
     return f"Disk(s) {disks} of VM {vm.name} overwritten with restore point {task.restore_point.rp_id}; every " \
            "disk's digest matches the backup."
@@ -297,7 +308,7 @@ def _detach(task, connector, appliance, key: int, log: EventLog) -> None:
 
 def _keep_capacity(transport, outputs: list[dict], log: EventLog) -> None:
     """A file-backed disk larger than the restored one was cut to the restored size: give it its size back
-    (the bytes past the restored disk read as zeros). Block devices keep their size by themselves."""
+    (the bytes past the restored disk read as zeros). Only for `path` outputs: devices keep their size."""
     for output in outputs:
         if output["capacity"] > output["size"]:
             done = transport.run(["sh", "-c", 'test -b "$1" || truncate -s "$2" "$1"', "-", output["path"],
@@ -310,9 +321,34 @@ def _keep_capacity(transport, outputs: list[dict], log: EventLog) -> None:
                         "the rest reads as zeros.")
 
 
-def _device_path(connector, appliance, key: int) -> str:
+def _forget_change_ids(vm: VirtualMachine, log: EventLog) -> None:
+    """The appliance's writes are not in the VM's own changed-block tracking: without the change ids of its
+    restore points, the VM's next backup reads its whole disk(s) once (hash dedup stores only what differs)."""
+    for point in RestorePoint.objects.filter(vm=vm):
+        if any("change_id" in disk for disk in point.disks):
+            point.disks = [{k: v for k, v in disk.items() if k != "change_id"} for disk in point.disks]
+            point.save(update_fields=["disks"])
+    log.log(f"The next backup of {vm.name} reads its whole disk(s) once: the restore's writes are not in its "
+            "changed-block tracking.")
+
+
+def _deployed(appliance) -> None:
+    if appliance.state not in DEPLOYED:
+        raise RestoreRefused(f"{appliance.name} is {appliance.get_state_display().lower()}: a restore through "
+                             "hot-add needs a deployed appliance; deploy it or choose another one, then restore "
+                             "again.")
+
+
+def _hot_added_output(connector, appliance, key: int, name: str) -> tuple[dict, str]:
+    """The engine's output for a disk hot-added to the appliance, and how the log names it: the local path where
+    the connector gives one (the lab), else the backing UUID and SCSI slot the engine looks up (vSphere)."""
     device = connector.device(appliance.vm_moref, key) if hasattr(connector, "device") else {}
-    if appliance.state not in DEPLOYED or not device.get("path"):
-        raise RestoreRefused(f"{appliance.name} cannot write a hot-added disk on this hypervisor yet: restore into a "
-                             "folder, or as a new VM through a lab appliance.")
-    return device["path"]
+    if device.get("path"):
+        return {"name": name, "path": device["path"]}, f"device {key}"
+    if device.get("bus") is None and not device.get("uuid"):
+        raise RestoreRefused(f"The {connector.label or connector.kind} connector cannot tell how {appliance.name} "
+                             "sees a hot-added disk: restore into a folder instead.")
+    uuid = device.get("uuid") or ""
+    seen_as = f"SCSI {device['bus']}:{device['unit']}" if device.get("bus") is not None else "a disk"
+    return ({"name": name, "device": {"uuid": uuid, "bus": device.get("bus"), "unit": device.get("unit")}},
+            seen_as + (f" (uuid {uuid})" if uuid else ""))

@@ -129,8 +129,9 @@ class Connector(ABC):
     def list_snapshots(self, vm: str) -> list[SnapshotRef]: ...
 
     @abstractmethod
-    def attach_disk(self, appliance_vm: str, file_name: str) -> int:
-        """Hot-add a disk file to an appliance VM; returns the new device key."""
+    def attach_disk(self, appliance_vm: str, file_name: str, *, writable: bool = False) -> int:
+        """Hot-add a disk file to an appliance VM; returns the new device key. `writable` for restores: the
+        appliance's writes go into the file (a backup's attach never changes it)."""
 
     @abstractmethod
     def detach_disk(self, appliance_vm: str, device_key: int) -> None: ...

@@ -164,10 +164,10 @@ def test_a_device_with_a_path_or_outside_a_backup_is_refused(repo):
     both = backup_job(repo, "web01", [{"name": "d", "path": "/dev/sdb", "device": {"uuid": UUID}}])
     with pytest.raises(BadJobSpec, match="names both a path and a device: give one of them"):
         JobSpec.from_json(json.dumps(both))
-    restore = {"operation": "restore", "target": repo.target, "restore_point": "x",
-               "disks": [{"name": "d", "device": {"uuid": UUID}}]}
-    with pytest.raises(BadJobSpec, match="only a backup reads a hot-added device; give the restore a path"):
-        JobSpec.from_json(json.dumps(restore))
+    verify = {"operation": "verify", "target": repo.target, "restore_point": "x",
+              "disks": [{"name": "d", "device": {"uuid": UUID}}]}
+    with pytest.raises(BadJobSpec, match="only a backup or a restore uses a hot-added device; give the verify a path"):
+        JobSpec.from_json(json.dumps(verify))
     assert JobSpec.from_json(json.dumps(backup_job(repo, "web01", [{"name": "d", "device": {"uuid": UUID}}]))
                              ).disks[0].device == DeviceSpec(uuid=HEX)
 

@@ -117,7 +117,8 @@ class LabConnector(Connector):
     def list_snapshots(self, vm: str) -> list[SnapshotRef]:
         return snapshots.list_snapshots(self.state, vm)
 
-    def attach_disk(self, appliance_vm: str, file_name: str) -> int:
+    def attach_disk(self, appliance_vm: str, file_name: str, *, writable: bool = False) -> int:
+        # the lab decides by the file's owner: a powered-off VM's current disk is writable, a snapshot's is not
         return attach.attach_disk(self.state, appliance_vm, file_name)
 
     def detach_disk(self, appliance_vm: str, device_key: int) -> None:

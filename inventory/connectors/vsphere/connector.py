@@ -76,10 +76,14 @@ class VSphereConnector(Connector):
         collector = self._connect()
         return self._call(f"listing the snapshots of VM {vm}", lambda: operations.list_snapshots(collector, vm))
 
-    def attach_disk(self, appliance_vm: str, file_name: str) -> int:
+    def attach_disk(self, appliance_vm: str, file_name: str, *, writable: bool = False) -> int:
         collector = self._connect()
         return self._call(f"attaching {file_name} to appliance VM {appliance_vm}",
-                          lambda: operations.attach_disk(collector, appliance_vm, file_name))
+                          lambda: operations.attach_disk(collector, appliance_vm, file_name, writable))
+
+    def vm_disks(self, vm: str) -> list[dict]:
+        collector = self._connect()
+        return self._call(f"listing the disks of VM {vm}", lambda: operations.vm_disks(collector, vm))
 
     def device(self, appliance_vm: str, device_key: int) -> dict:
         """A hot-added disk as the appliance finds it: {"key", "file_name", "uuid", "bus", "unit", ...}; "uuid" is

@@ -23,6 +23,15 @@ def vm_ref(collector: Collector, moref: str) -> vim.VirtualMachine:
 
 def snapshot_disks(collector: Collector, snapshot: vim.vm.Snapshot) -> list[dict]:
     devices = collector.properties(snapshot, ["config.hardware.device"]).get("config.hardware.device") or []
+    return _disk_files(devices)
+
+
+def vm_disks(collector: Collector, vm: str) -> list[dict]:
+    """The VM's current disks, which restores write."""
+    return _disk_files(_devices(collector, vm))
+
+
+def _disk_files(devices: list) -> list[dict]:
     disks = [disk_record(d, False) for d in devices if isinstance(d, vim.vm.device.VirtualDisk)]
     return [
         {"key": d.key, "file_name": d.file_name, "datastore": d.datastore, "capacity_bytes": d.capacity_bytes}
@@ -60,8 +69,9 @@ def _devices(collector: Collector, vm: str) -> list:
     return collector.properties(vm_ref(collector, vm), ["config.hardware.device"]).get("config.hardware.device") or []
 
 
-def attach_disk(collector: Collector, appliance_vm: str, file_name: str) -> int:
-    """Hot-add an existing disk file (independent, non-persistent: the appliance never changes it)."""
+def attach_disk(collector: Collector, appliance_vm: str, file_name: str, writable: bool = False) -> int:
+    """Hot-add an existing disk file: independent non-persistent, so the appliance never changes it, or
+    `writable` (independent persistent: a restore's writes land in the file itself)."""
     devices = _devices(collector, appliance_vm)
     controller, unit = _free_scsi_slot(devices)
     if controller is None:
@@ -70,7 +80,8 @@ def attach_disk(collector: Collector, appliance_vm: str, file_name: str) -> int:
         key=-100,
         controllerKey=controller.key,
         unitNumber=unit,
-        backing=vim.vm.device.VirtualDisk.FlatVer2BackingInfo(fileName=file_name, diskMode="independent_nonpersistent"),
+        backing=vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
+            fileName=file_name, diskMode="independent_persistent" if writable else "independent_nonpersistent"),
     )
     change = vim.vm.device.VirtualDeviceSpec(operation=vim.vm.device.VirtualDeviceSpec.Operation.add, device=disk)
     collector.wait(vm_ref(collector, appliance_vm).ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])))
