@@ -1,4 +1,5 @@
-"""Progress reporting: a ticker thread turns counters into `progress` events about once a second."""
+"""Progress reporting: a ticker thread turns counters into `progress` events about once a second, the first
+one a quarter of a second after the work starts (so a browser sees the bar move early)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from collections.abc import Callable
 from engines.contract import progress_event
 
 Emit = Callable[[dict], None]
+
+
+FIRST_TICK = 0.25  # seconds
 
 
 class Progress:
@@ -35,8 +39,10 @@ class Progress:
         return progress_event(self.phase, self.done, self.total, rate, eta)
 
     def _tick(self) -> None:
-        while not self._stop.wait(self.interval):
+        wait = min(FIRST_TICK, self.interval)
+        while not self._stop.wait(wait):
             self.emit(self.snapshot())
+            wait = self.interval
 
     def __enter__(self) -> Progress:
         if self.emit is not None:

@@ -16,7 +16,9 @@ from django.db.models import F
 from jobs import live
 from jobs.models import Task, TaskEvent
 
-PROGRESS_EVERY = 1.0  # seconds between stored progress events of one task
+# Seconds between stored progress events of one task: a little under the engine's 1 s tick, so timing jitter
+# does not drop every fifth tick.
+PROGRESS_EVERY = 0.9
 
 
 class EventLog:

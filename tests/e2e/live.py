@@ -91,13 +91,19 @@ def _wait_until_serving(system: LiveSystem, daphne: subprocess.Popen, timeout: f
 
 
 def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM to the leader only (qcluster stops its own workers in a few seconds; a SIGTERM to its whole
+    group kills them under it and it waits for them forever), then SIGKILL to whatever is left of the group."""
     if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
+        process.terminate()
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=5)
     process.log_file.close()
 
 
