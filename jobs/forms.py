@@ -501,6 +501,13 @@ def restore_problems(destination: dict) -> dict[str, str]:
         elif not datastore.hosts.filter(pk=host.pk).exists():
             problems["datastore"] = (f"Host {host.name} does not mount datastore {datastore.name}: choose a datastore "
                                      "the host mounts.")
+        elif "appliance" not in problems:
+            from jobs.restore import RestoreRefused, restore_appliance
+
+            try:
+                restore_appliance(None, {**destination, "datastore": datastore.pk})
+            except RestoreRefused as exc:
+                problems["datastore"] = str(exc)
     network_id = destination.get("network")
     if network_id not in (None, ""):
         network = Network.objects.filter(pk=network_id, vanished_at=None).first() if str(
@@ -572,8 +579,11 @@ class RestoreForm(forms.Form):
         elif not self.is_bound:
             datastores, networks = datastores.none(), networks.none()
         self.fields["datastore"].queryset = datastores
-        self.fields["datastore"].label_from_instance = lambda d: (
-            f"{d.name} ({d.free_bytes / 2**30:.0f} GiB free)" if d.free_bytes else d.name)
+        writable = set(Datastore.objects.filter(hosts__deployed_appliances__state=Appliance.State.READY)
+                       .values_list("pk", flat=True))
+        self.fields["datastore"].label_from_instance = lambda d: "".join((
+            d.name, f" ({d.free_bytes / 2**30:.0f} GiB free)" if d.free_bytes else "",
+            "" if d.pk in writable else " (no ready appliance can write here)"))
         self.fields["network"].queryset = networks
         self.fields["appliance"].queryset = Appliance.objects.filter(state=Appliance.State.READY).order_by("name")
         self.fields["disk"].choices = [("", "Choose a disk")] + [

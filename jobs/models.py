@@ -218,6 +218,13 @@ class Task(models.Model):
     def active(self) -> bool:
         return self.state in (self.State.QUEUED, self.State.RUNNING)
 
+    QUEUE_KEYS = ("q2_task", "q2_requeued")  # the queue's bookkeeping kept in `spec` (see jobs.sweeper)
+
+    @property
+    def destination(self) -> dict:
+        """A restore's destination as it was asked for: `spec` without the queue's bookkeeping."""
+        return {key: value for key, value in self.spec.items() if key not in self.QUEUE_KEYS}
+
 
 class TaskEvent(models.Model):
     """An engine or orchestration event of a task, numbered from 1 in the order it happened."""

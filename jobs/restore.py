@@ -77,19 +77,21 @@ def restore_appliance(point, destination: dict, datastores: list[Datastore] | No
     ready = Appliance.objects.filter(state=Appliance.State.READY)
     if destination.get("mode") in IN_PLACE:
         return _in_place_appliance(ready, destination, datastores or [])
-    if destination.get("appliance"):
-        chosen = ready.filter(pk=destination["appliance"]).first()
-        if chosen is None:
-            raise RestoreRefused("The chosen appliance is not ready.")
-        return chosen
+    if destination.get("appliance") and not ready.filter(pk=destination["appliance"]).exists():
+        raise RestoreRefused("The chosen appliance is not ready.")
     if destination.get("mode") == "folder":
-        chosen = ready.order_by("-vcpus", "name").first()
+        candidates = ready
     else:
         datastore = Datastore.objects.filter(pk=destination["datastore"]).first()
         if datastore is None:
             raise RestoreRefused("The destination datastore does not exist (any more): choose another one.")
-        chosen = (ready.filter(connection_id=datastore.connection_id, host__datastores=datastore)
-                  .order_by("-vcpus", "name").first())
+        candidates = ready.filter(connection_id=datastore.connection_id, host__datastores=datastore)
+        if destination.get("appliance") and not candidates.filter(pk=destination["appliance"]).exists():
+            raise RestoreRefused(f"The chosen appliance's host does not mount datastore {datastore.name}: choose an "
+                                 "appliance on a host that does (hot-add), or let VA Fleet choose.")
+    if destination.get("appliance"):
+        return candidates.get(pk=destination["appliance"])
+    chosen = candidates.order_by("-vcpus", "name").first()
     if chosen is None:
         raise RestoreRefused("No ready appliance can write there: the restore needs one whose host mounts the "
                              "destination datastore (hot-add).")

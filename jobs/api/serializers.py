@@ -205,6 +205,7 @@ class TaskSerializer(serializers.ModelSerializer):
     percent = serializers.SerializerMethodField(help_text="bytes_done of bytes_total, 0-100; null before the "
                                                           "size is known.")
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    spec = serializers.JSONField(source="destination", read_only=True, help_text="A restore's destination.")
 
     class Meta:
         model = Task
@@ -215,7 +216,6 @@ class TaskSerializer(serializers.ModelSerializer):
             "last_seq", "created_by", "created", "started", "finished",
         ]
         read_only_fields = fields
-        extra_kwargs = {"spec": {"help_text": "A restore's destination."}}
 
     def get_percent(self, obj: Task) -> float | None:
         if obj.state == Task.State.SUCCEEDED:

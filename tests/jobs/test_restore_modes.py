@@ -236,4 +236,5 @@ def test_the_api_takes_the_in_place_modes_and_refuses_without_confirmation(lab, 
     accepted = operator.post(url, {"mode": "original", "confirm": True}, format="json")
     assert accepted.status_code == 202, accepted.json()
     task = Task.objects.get(kind=Task.Kind.RESTORE)
-    assert task.spec == {"mode": "original", "confirm": True, "q2_task": task.spec["q2_task"]}  # the queued q2 task
+    assert task.destination == {"mode": "original", "confirm": True} and task.spec["q2_task"]  # queued for real
+    assert operator.get(f"/api/jobs/tasks/{task.pk}/").json()["spec"] == task.destination

@@ -91,7 +91,8 @@ def test_a_new_vm_restore_goes_through_every_step_and_matches_the_backup(lab, op
     summary, response = through_the_wizard(operator, point, "vm", place)
     assert "wizard-copy" in summary and datastore.name in summary and "Start restore" in summary
     task = started(response)
-    assert task.spec == {"mode": "new_vm", "name": "wizard-copy", "host": source.host_id, "datastore": datastore.pk}
+    assert task.destination == {"mode": "new_vm", "name": "wizard-copy", "host": source.host_id,
+                                "datastore": datastore.pk}
 
     task = execute_restore(task.pk)
     assert task.state == Task.State.SUCCEEDED, task.message
@@ -122,7 +123,7 @@ def test_disk_images_into_a_folder(lab, operator, point, tmp_path):  # noqa: F81
     summary, response = through_the_wizard(operator, point, "images", {"folder": str(folder), "appliance": ""})
     assert str(folder) in summary and "Any suitable ready appliance" in summary
     task = execute_restore(started(response).pk)
-    assert task.spec == {"mode": "folder", "folder": str(folder)}
+    assert task.destination == {"mode": "folder", "folder": str(folder)}
     assert task.state == Task.State.SUCCEEDED, task.message
     assert len(list(folder.glob("*.img"))) == len(point.disks)
 
@@ -148,10 +149,11 @@ def test_the_original_place_needs_the_vm_off_and_its_name_typed(lab, operator, s
     summary, response = through_the_wizard(operator, point, "vm", {"place": "original", "confirm_name": source.name})
     assert "Disks overwritten" in summary and source.name in summary
     task = started(response)
-    assert task.spec == {"mode": "original", "confirm": True}
+    assert task.destination == {"mode": "original", "confirm": True}
     task = execute_restore(task.pk)
     assert task.state == Task.State.SUCCEEDED, task.message
     assert digests(connector, source.moref) == before
+    assert f"over the disks of {source.name}" in operator.get(f"/jobs/tasks/{task.pk}/").content.decode()
 
 
 def test_one_disk_into_another_vm_and_a_too_small_disk_refused(lab, operator, source, point):  # noqa: F811
@@ -184,7 +186,7 @@ def test_one_disk_into_another_vm_and_a_too_small_disk_refused(lab, operator, so
         "disk": disk["name"], "vm": target.pk, "target_disk": target_key, "confirm_name": target.name})
     assert target.name in summary and disk["name"] in summary
     task = started(response)
-    assert task.spec == {"mode": "disk", "disk": disk["name"], "vm": target.pk, "target_disk_key": target_key,
+    assert task.destination == {"mode": "disk", "disk": disk["name"], "vm": target.pk, "target_disk_key": target_key,
                          "confirm": True}
     task = execute_restore(task.pk)
     assert task.state == Task.State.SUCCEEDED, task.message
@@ -204,3 +206,19 @@ def test_viewers_see_the_point_but_no_wizard(lab, portal_client, operator, sourc
     vm_page = viewer.get(f"/inventory/vms/{source.pk}/").content.decode()
     assert "Restore points" in vm_page and url(point) not in vm_page
     assert url(point) in operator.get(f"/inventory/vms/{source.pk}/").content.decode()
+
+
+def test_a_datastore_no_appliance_can_write_is_marked_and_refused_on_step_two(lab, operator, source, point):  # noqa: F811
+    appliance = Appliance.objects.get(state=Appliance.State.READY)
+    unreachable = (Datastore.objects.filter(connection=lab).exclude(hosts=appliance.host)
+                   .prefetch_related("hosts").order_by("name").first())
+    assert unreachable is not None, "the lab has a host-local datastore the appliance's host does not mount"
+    host = unreachable.hosts.first()
+    step1 = operator.post(url(point), {"step": "1", "what": "vm", "go": "next"}).content.decode()
+    place = {"place": "new_vm", "name": "elsewhere", "host": host.pk, "datastore": unreachable.pk, "network": ""}
+    refused = operator.post(url(point), {**carried(step1), **place, "go": "next"})
+    page = refused.content.decode()
+    assert step_heading(page) == "2. Where to restore it"  # the step stays, with the sentence on the field
+    assert "No ready appliance can write there" in field_errors(refused, "datastore")
+    assert f"{unreachable.name}" in page and "(no ready appliance can write here)" in page
+    assert not Task.objects.filter(kind=Task.Kind.RESTORE).exists()
