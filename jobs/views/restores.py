@@ -85,8 +85,8 @@ def restore_point_restore(request: HttpRequest, pk: int) -> HttpResponse:
     if "narrow" in request.POST or go == "back":
         shown = step if "narrow" in request.POST else max(1, step - 1)
         return _step(request, point, RestoreForm(initial=_carried(request), point=point), shown)
-    if not posted.is_valid():
-        return _step(request, point, posted, step)
+    if not posted.is_valid():  # shown on the step whose field is wrong (the summary needs valid choices)
+        return _step(request, point, posted, 1 if "what" in posted.errors else min(step, 2))
     if step == 1:
         return _step(request, point, RestoreForm(initial=_carried(request), point=point), 2)
     if step == 2 or go != "start":

@@ -274,10 +274,14 @@ def test_restore_wizard_errors_per_field(operator, lab, point, field, sentence):
 
 def test_restore_without_a_ready_appliance_says_so(operator, lab, point):
     data = new_vm_step(point, name="copy", host=point.vm.host_id, datastore=lab.shared.pk)
-    summary = operator.post(f"/jobs/restore-points/{point.pk}/restore/", data).content.decode()
-    assert "3. Check and start" in summary and "Start restore" in summary
+    page = operator.post(f"/jobs/restore-points/{point.pk}/restore/", data).content.decode()
+    assert "2. Where to restore it" in page and "Start restore" not in page  # refused where the place is chosen
+    assert "No ready appliance can write there" in page and "(no ready appliance can write here)" in page
+    # Posted straight to "Start restore" (a stale page): back on step two with the sentence.
     response = operator.post(f"/jobs/restore-points/{point.pk}/restore/", {**data, "step": "3", "go": "start"})
-    assert response.status_code == 200 and "No ready appliance can write there" in response.content.decode()
+    started = response.content.decode()
+    assert response.status_code == 200 and "No ready appliance can write there" in started
+    assert "2. Where to restore it" in started
     assert not Task.objects.exists()
 
 
