@@ -5,7 +5,9 @@ When a run ends, its job's extra addresses (`notify_emails`) are told as the job
 active user with a role who chose `on_failure` is told of failed and partly failed runs of any job.
 A cancelled run is not a failure (someone chose to stop it): only `always` jobs report it. Each
 address gets its own e-mail once; `JobRun.notified` is claimed with a guarded update first, so a
-second call never sends again.
+second call never sends again. When the mail server cannot be reached, the run is marked
+(`config["mail_pending"]`) and the sweeper's rounds send the e-mail again for up to a day; a refusal
+(address, sender, login) is not retried: it is logged with its sentence.
 """
 
 from __future__ import annotations
@@ -36,10 +38,23 @@ ENDED = (JobRun.State.SUCCEEDED, *FAILING, JobRun.State.CANCELLED)
 SUMMARY_WINDOW = timedelta(hours=24)
 SUMMARY_GAP = timedelta(hours=20)  # a summary sent less than this long ago is not sent again
 SEPARATORS = re.compile(r"[,;\s]+")
+MAIL_PENDING = "mail_pending"  # in JobRun.config: the run's e-mail waits for the mail server to come back
+RETRY_WINDOW = timedelta(hours=24)
 
 
 class MailError(ActionableError):
     code = "mail_failed"
+
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient  # the server could not be reached: the same e-mail may go through later
+
+
+def is_transient(exc: Exception) -> bool:
+    """Could not reach or lost the server (worth trying again), as opposed to a refusal (it would refuse again)."""
+    if isinstance(exc, smtplib.SMTPServerDisconnected | smtplib.SMTPConnectError):
+        return True
+    return isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
 
 
 # --- Addresses and recipients -------------------------------------------------------------------------------
@@ -148,7 +163,7 @@ def _send(messages: list[EmailMultiAlternatives]) -> None:
         with get_connection() as connection:
             connection.send_messages(messages)
     except Exception as exc:
-        raise MailError(failure_sentence(exc)) from exc
+        raise MailError(failure_sentence(exc), transient=is_transient(exc)) from exc
 
 
 def send_test_mail(address: str) -> str:
@@ -245,11 +260,28 @@ def _run_finished(run: JobRun) -> int:
     context = run_context(run)
     try:
         _send([_message(context["subject"], "run_finished", context, address) for address in to])
-    except MailError:
-        JobRun.objects.filter(pk=run.pk, notified=sent_at).update(notified=None)  # nothing went out
+    except MailError as exc:
+        config = {**run.config, MAIL_PENDING: True} if exc.transient else run.config
+        JobRun.objects.filter(pk=run.pk, notified=sent_at).update(notified=None, config=config)  # nothing went out
+        if exc.transient:
+            log.warning("The e-mail about %s goes out again with the sweeper's next round.", run)
         raise
     log.info("E-mailed the end of %s to %s.", run, ", ".join(to))
     return len(to)
+
+
+def retry_unsent(now: datetime | None = None) -> int:
+    """Run e-mails that failed because the mail server was away: sent again while the run is under a day old
+    (the sweeper calls this every round), then given up with a log line. Returns how many e-mails went out."""
+    now = now or timezone.now()
+    sent = 0
+    for run in JobRun.objects.filter(**{f"config__{MAIL_PENDING}": True}, notified=None):
+        JobRun.objects.filter(pk=run.pk).update(config={k: v for k, v in run.config.items() if k != MAIL_PENDING})
+        if run.finished is None or now - run.finished > RETRY_WINDOW:
+            log.error("The e-mail about %s was not sent: the mail server could not be reached for a day.", run)
+            continue
+        sent += run_finished(run)  # marks it pending again if the server is still away
+    return sent
 
 
 # --- The daily summary ------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ restart, out of memory, q2 timeout), the row stays `running` and the hypervisor 
    `config["q2_task"]`) is no longer in the broker (a worker that crashed before taking it, a flushed
    broker) is queued again once; lost a second time, it fails with a sentence. Queued restores
    (`spec["q2_task"]`) are treated the same way.
+7. Run e-mails that could not reach the mail server are sent again (`jobs.notifications.retry_unsent`).
 
 Every step is idempotent ("already removed" counts as released) and a failure is reported and
 retried next round. `sweep_round()` is the django-q2 entry point; a round still running makes the
@@ -79,6 +80,7 @@ class Report:
     lost_runs: int = 0  # failed: lost after being queued again
     requeued_restores: int = 0
     lost_restores: int = 0
+    run_mails_sent: int = 0  # run e-mails sent again after the mail server was away
     problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -86,7 +88,7 @@ class Report:
                 "ended_runs": self.runs_ended, "orphan_snapshots": self.orphan_snapshots,
                 "orphan_disks": self.orphan_disks, "requeued_runs": self.requeued_runs,
                 "lost_runs": self.lost_runs, "requeued_restores": self.requeued_restores,
-                "lost_restores": self.lost_restores, "problems": self.problems}
+                "lost_restores": self.lost_restores, "run_mails_sent": self.run_mails_sent, "problems": self.problems}
 
 
 def dead_tasks():
@@ -375,6 +377,15 @@ def sweep_lost_restores(report: Report) -> None:
         log.warning("%s: %s", task, message)
 
 
+def retry_run_mails(report: Report) -> None:
+    from jobs.notifications import retry_unsent
+
+    try:
+        report.run_mails_sent += retry_unsent()
+    except Exception as exc:  # noqa: BLE001 - the next round tries again
+        report.problems.append(f"Cannot send the run e-mails that wait for the mail server: {exc}")
+
+
 def _suspect_vms(extra: list[Task]) -> set[int]:
     since = timezone.now() - timedelta(days=orphan_days())
     recent = Task.objects.filter(kind=Task.Kind.BACKUP, created__gte=since).exclude(vm=None)
@@ -490,6 +501,7 @@ def sweep(*, full: bool = False) -> Report:
     sweep_stuck_runs(report)
     sweep_lost_runs(report)
     sweep_lost_restores(report)
+    retry_run_mails(report)
     sweep_orphan_disks(report)
     vm_ids = _suspect_vms(interrupted) | (_all_job_vms() if full else set())
     sweep_orphan_snapshots(vm_ids, report)

@@ -336,3 +336,35 @@ def test_the_job_form_names_the_bad_address_and_keeps_the_default(db):
     assert good.is_valid(), good.errors
     job = good.save()
     assert (job.notify_on, job.notify_emails) == (BackupJob.Notify.FAILURE, "ops@example.com, dba@example.com")
+
+
+def test_a_run_mail_the_server_could_not_take_is_sent_by_the_sweeper_once_it_is_back(lab, repository, smtp,
+                                                                                       caplog):
+    from jobs import sweeper
+
+    vm = VirtualMachine.objects.filter(connection=lab).order_by("name").first()
+    job = job_for(repository, [vm], notify_on=BackupJob.Notify.ALWAYS, notify_emails="ops@example.com")
+    with override_settings(EMAIL_PORT=free_port()):  # nothing listens there: the server is away
+        away = run(job)
+    assert away.state == JobRun.State.SUCCEEDED and smtp.envelopes == []
+    away.refresh_from_db()
+    assert away.notified is None and away.config[notifications.MAIL_PENDING] is True
+    assert "Cannot reach the mail server" in caplog.text
+
+    report = sweeper.sweep()  # the server is back
+    assert report.run_mails_sent == 1 and smtp.to() == ["ops@example.com"]
+    assert smtp.messages[0]["Subject"] == f"[VA Fleet] {job.name} run #{away.pk} succeeded: 1 VM backed up"
+    away.refresh_from_db()
+    assert away.notified is not None and notifications.MAIL_PENDING not in away.config
+    assert sweeper.sweep().run_mails_sent == 0  # once
+
+    # A refusal is not retried; a day-old pending e-mail is given up with a log line.
+    refused = run(job_for(repository, [vm], name="refused", notify_on=BackupJob.Notify.ALWAYS,
+                          notify_emails=f"{REFUSED_PREFIX}example.com"))
+    refused.refresh_from_db()
+    assert refused.notified is None and notifications.MAIL_PENDING not in refused.config
+    JobRun.objects.filter(pk=refused.pk).update(config={**refused.config, notifications.MAIL_PENDING: True},
+                                                finished=timezone.now() - timedelta(hours=25))
+    assert sweeper.sweep().run_mails_sent == 0
+    assert notifications.MAIL_PENDING not in JobRun.objects.get(pk=refused.pk).config
+    assert "could not be reached for a day" in caplog.text
