@@ -102,8 +102,17 @@
     node.hidden = !message;
   }
 
+  // A focused Cancel that goes away hands the focus to the first link of its row or page head (Reload),
+  // so a keyboard user does not fall back to the top of the page.
+  function removeCancel(form) {
+    const place = form.contains(document.activeElement) && form.closest("tr, .page-head");
+    form.remove();
+    const link = place && place.querySelector("a[href]");
+    if (link) link.focus();
+  }
+
   function hideCancel(scope) {
-    scope.querySelectorAll("[data-live-cancel]").forEach(function (form) { form.remove(); });
+    scope.querySelectorAll("[data-live-cancel]").forEach(removeCancel);
   }
 
   // One page: the task rows it shows (elements with data-task), its socket, and what it has seen.
@@ -221,7 +230,7 @@
     showAlert(document.getElementById("run-message"), run.state, run.message);
     if (run.cancel_requested || !run.active) {
       const cancel = document.querySelector(".page-head [data-live-cancel]");
-      if (cancel) cancel.remove();
+      if (cancel) removeCancel(cancel);
     }
     if (!run.active) {
       this.ended = true;

@@ -57,8 +57,13 @@
     const button = event.target.closest("[data-unchoose-vm]");
     if (!button) return;
     event.preventDefault();
-    button.closest("[data-vm]").remove();
+    const chip = button.closest("[data-vm]");
+    // The focus goes on to a neighbour chip (or the search box), not back to the top of the page.
+    const neighbour = chip.nextElementSibling || chip.previousElementSibling;
+    const next = (neighbour && neighbour.querySelector("[data-unchoose-vm]")) || document.getElementById("vm-search");
+    chip.remove();
     tidy();
+    if (next) next.focus();
   });
 
   document.addEventListener("keydown", function (event) {
