@@ -195,9 +195,9 @@ class BackupPipeline:
         for index in sorted(random.sample(unchanged, min(self.cbt_sample, len(unchanged)))):
             n = min(cs, base.size - index * cs)
             view = memoryview(buf)[:n]
-            if self.throttle is not None:
-                self.throttle.take(n)
             got = disk.source.read_into(index * cs, view)
+            if self.throttle is not None:
+                self.throttle.take(n)  # paid after the read: the first chunk is not held back
             view[got:n] = bytes(n - got)
             self.stats.cbt_sampled += 1
             if self.repo.keys.chunk_id(view) != base.chunks[index]:
@@ -264,9 +264,9 @@ class BackupPipeline:
             st, index = item
             offset = index * cs
             n = min(cs, st.record.size - offset)
-            if self.throttle is not None:
-                self.throttle.take(n)
             got = st.source.read_into(offset, view[:n])
+            if self.throttle is not None:
+                self.throttle.take(n)  # paid after the read: the first chunk is not held back
             if got < n:
                 view[got:n] = zeros[: n - got]
             data = buf if n == cs else view[:n]

@@ -47,7 +47,8 @@ class Throttle:
     """A token bucket over bytes, shared by threads: `take(n)` returns once `n` more bytes fit the rate.
 
     The bucket starts empty and may go into debt, so a chunk larger than the burst still passes and the
-    average over a run is the rate. Waits end early when `cancel` is set.
+    average over a run is the rate. Readers pay after each read, so a backup's first chunks (one per
+    reader) are not held back and its first progress comes at once. Waits end early when `cancel` is set.
     """
 
     def __init__(self, rate: float, *, cancel: threading.Event | None = None, burst: float = 0.25,
