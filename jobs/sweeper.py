@@ -303,8 +303,7 @@ def sweep_lost_runs(report: Report) -> None:
             if not JobRun.objects.filter(pk=run.pk, state=JobRun.State.QUEUED).update(
                     state=JobRun.State.RUNNING, started=timezone.now()):
                 continue  # a worker took it meanwhile
-            message = (f"Failed: no worker started this run, even after the sweeper queued it again ({why}). "
-                       "Check that the background workers (qcluster) are running, then start the job again.")
+            message = _lost_twice("run", why, "start the job again")
             run = _end_run(run, "lost", message, message)
             report.lost_runs += 1
             log.warning("%s: %s", run, message)
@@ -317,13 +316,23 @@ def sweep_lost_runs(report: Report) -> None:
         run.config = config
         for task in run.tasks.filter(state=Task.State.QUEUED):
             EventLog(task).log(message, "warning")
-        try:
-            enqueue_run(run)
-        except Exception as exc:  # noqa: BLE001 - the next round finds it lost again and fails it with a sentence
-            report.problems.append(f"{run}: could not queue it again: {exc}")
-            continue
-        report.requeued_runs += 1
-        log.warning("%s: %s", run, message)
+        report.requeued_runs += _queue_again(run, enqueue_run, message, report)
+
+
+def _lost_twice(what: str, why: str, then: str) -> str:
+    return (f"Failed: no worker started this {what}, even after the sweeper queued it again ({why}). Check that "
+            f"the background workers (qcluster) are running, then {then}.")
+
+
+def _queue_again(item, enqueue, message: str, report: Report) -> bool:
+    """Hand a lost run or restore to the broker again; False (and a problem reported) when that fails."""
+    try:
+        enqueue(item)
+    except Exception as exc:  # noqa: BLE001 - the next round finds it lost again and fails it with a sentence
+        report.problems.append(f"{item}: could not queue it again: {exc}")
+        return False
+    log.warning("%s: %s", item, message)
+    return True
 
 
 def _waiting(old: list, report: Report, what: str) -> Waiting | None:
@@ -356,8 +365,7 @@ def sweep_lost_restores(report: Report) -> None:
         if spec.get("q2_requeued"):
             if not Task.objects.filter(pk=task.pk, state=Task.State.QUEUED).update(state=Task.State.RUNNING):
                 continue  # a worker took it meanwhile
-            message = (f"Failed: no worker started this restore, even after the sweeper queued it again ({why}). "
-                       "Check that the background workers (qcluster) are running, then start the restore again.")
+            message = _lost_twice("restore", why, "start the restore again")
             _finish(task, Task.State.FAILED, message, "lost", EventLog(task))
             report.lost_restores += 1
             log.warning("%s: %s", task, message)
@@ -368,13 +376,7 @@ def sweep_lost_restores(report: Report) -> None:
         task.spec = spec
         message = f"Queued again at {timezone.now():%Y-%m-%d %H:%M} UTC by the sweeper: {why}."
         EventLog(task).log(message, "warning")
-        try:
-            enqueue_restore(task)
-        except Exception as exc:  # noqa: BLE001 - the next round finds it lost again and fails it with a sentence
-            report.problems.append(f"{task}: could not queue it again: {exc}")
-            continue
-        report.requeued_restores += 1
-        log.warning("%s: %s", task, message)
+        report.requeued_restores += _queue_again(task, enqueue_restore, message, report)
 
 
 def retry_run_mails(report: Report) -> None:

@@ -13,17 +13,8 @@ import pytest
 
 from engines import api
 from engines.contract import BadJobSpec, DeviceSpec, DiskSpec, JobSpec
-from engines.sources.device import DEVICE_ROOT_ENV, SYSFS_ROOT_ENV
 from tests.engines.conftest import CHUNK, PASSPHRASE, backup_job, run_engine, write_image
-from tests.engines.test_device_source import HEX, UUID, Appliance
-
-
-@pytest.fixture
-def appliance(tmp_path, monkeypatch) -> Appliance:
-    fake = Appliance(tmp_path / "va")
-    monkeypatch.setenv(DEVICE_ROOT_ENV, str(fake.dev))
-    monkeypatch.setenv(SYSFS_ROOT_ENV, str(fake.sys))
-    return fake
+from tests.engines.test_device_source import HEX, UUID, Appliance, appliance  # noqa: F401 - a fixture
 
 
 def sha256(path) -> str:

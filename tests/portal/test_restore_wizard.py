@@ -62,16 +62,16 @@ def operator(portal_client):
 
 
 @pytest.fixture
-def source(lab):  # noqa: F811
+def source(lab):
     return hot_addable(lab)[0]
 
 
 @pytest.fixture
-def point(lab, repository, source):  # noqa: F811
+def point(lab, repository, source):
     return backed_up(lab, repository, source)
 
 
-def test_a_new_vm_restore_goes_through_every_step_and_matches_the_backup(lab, operator, source, point):  # noqa: F811
+def test_a_new_vm_restore_goes_through_every_step_and_matches_the_backup(lab, operator, source, point):
     connector = LabConnector(root=lab.options["root"])
     page = operator.get(url(point)).content.decode()
     assert step_heading(page) == "1. What to restore" and ">Next</button>" in page and "Back</button>" not in page
@@ -102,7 +102,7 @@ def test_a_new_vm_restore_goes_through_every_step_and_matches_the_backup(lab, op
     assert [d.get("digest") for d in result.get("disks", [])] == [d["digest"] for d in point.disks], result
 
 
-def test_back_keeps_the_choices_and_htmx_gets_fragments(lab, operator, point):  # noqa: F811
+def test_back_keeps_the_choices_and_htmx_gets_fragments(lab, operator, point):
     hx = {"HX-Request": "true", "HX-Target": "restore-wizard"}
     second = operator.post(url(point), {"step": "1", "what": "images", "go": "next"}, headers=hx)
     fragment = second.content.decode()
@@ -118,7 +118,7 @@ def test_back_keeps_the_choices_and_htmx_gets_fragments(lab, operator, point):  
     assert "absolute path" in field_errors(wrong, "folder") and step_heading(wrong.content.decode()).startswith("2.")
 
 
-def test_disk_images_into_a_folder(lab, operator, point, tmp_path):  # noqa: F811
+def test_disk_images_into_a_folder(lab, operator, point, tmp_path):
     folder = tmp_path / "images"
     summary, response = through_the_wizard(operator, point, "images", {"folder": str(folder), "appliance": ""})
     assert str(folder) in summary and "Any suitable ready appliance" in summary
@@ -128,7 +128,7 @@ def test_disk_images_into_a_folder(lab, operator, point, tmp_path):  # noqa: F81
     assert len(list(folder.glob("*.img"))) == len(point.disks)
 
 
-def test_the_original_place_needs_the_vm_off_and_its_name_typed(lab, operator, source, point):  # noqa: F811
+def test_the_original_place_needs_the_vm_off_and_its_name_typed(lab, operator, source, point):
     connector = LabConnector(root=lab.options["root"])
     before = digests(connector, source.moref)
     base = {"step": "2", "what": "vm", "place": "original", "go": "next"}
@@ -156,7 +156,7 @@ def test_the_original_place_needs_the_vm_off_and_its_name_typed(lab, operator, s
     assert f"over the disks of {source.name}" in operator.get(f"/jobs/tasks/{task.pk}/").content.decode()
 
 
-def test_one_disk_into_another_vm_and_a_too_small_disk_refused(lab, operator, source, point):  # noqa: F811
+def test_one_disk_into_another_vm_and_a_too_small_disk_refused(lab, operator, source, point):
     connector = LabConnector(root=lab.options["root"])
     disk = point.disks[0]
     appliance = Appliance.objects.get(name="local-appliance")
@@ -194,7 +194,7 @@ def test_one_disk_into_another_vm_and_a_too_small_disk_refused(lab, operator, so
     assert connector.disk_digest(target.moref, target_key) == connector.disk_digest(source.moref, source_key)
 
 
-def test_viewers_see_the_point_but_no_wizard(lab, portal_client, operator, source, point):  # noqa: F811
+def test_viewers_see_the_point_but_no_wizard(lab, portal_client, operator, source, point):
     viewer = portal_client("viewer")
     assert viewer.get(url(point)).status_code == 403
     start = {"step": "3", "what": "images", "folder": "/srv/x", "go": "start"}
@@ -208,7 +208,7 @@ def test_viewers_see_the_point_but_no_wizard(lab, portal_client, operator, sourc
     assert url(point) in operator.get(f"/inventory/vms/{source.pk}/").content.decode()
 
 
-def test_a_datastore_no_appliance_can_write_is_marked_and_refused_on_step_two(lab, operator, source, point):  # noqa: F811
+def test_a_datastore_no_appliance_can_write_is_marked_and_refused_on_step_two(lab, operator, source, point):
     appliance = Appliance.objects.get(state=Appliance.State.READY)
     unreachable = (Datastore.objects.filter(connection=lab).exclude(hosts=appliance.host)
                    .prefetch_related("hosts").order_by("name").first())

@@ -35,30 +35,17 @@ from jobs.runs import execute_restore, execute_run
 from tests.vsphere.helpers import (
     GuestDevices,
     appliance_disk_files,
-    connection_for,
     flat_file,
     messages,
     params_for,
     stand_in_appliance,
 )
+from tests.vsphere.test_backup_job import PASSPHRASE, simulator, vcenter  # noqa: F401 - the same simulator set-up
 
 pytestmark = pytest.mark.vcsim
 
 MIB = 1 << 20
 SIZE = 5 * MIB
-PASSPHRASE = "Repo-Passphrase-1"
-
-
-@pytest.fixture
-def simulator(vcsim_factory):
-    return vcsim_factory(vms=4, cluster_hosts=1, standalone_hosts=1)
-
-
-@pytest.fixture
-def vcenter(simulator, transactional_db):
-    connection = connection_for(simulator, name="vc-restores")
-    assert sync_connection(connection.pk).ok
-    return connection
 
 
 def sha256(data: bytes) -> str:
