@@ -71,8 +71,10 @@ def run_engine_operation(transport, appliance, spec: dict, on_event: Callable[[d
         watchdog.daemon = True
         watchdog.start()
     stopping, ended = threading.Event(), threading.Event()
+    watcher = None
     if cancelled is not None:
-        threading.Thread(target=_watch_cancel, args=(stream, cancelled, stopping, ended), daemon=True).start()
+        watcher = threading.Thread(target=_watch_cancel, args=(stream, cancelled, stopping, ended), daemon=True)
+        watcher.start()
     events: list[dict] = []
     result, error = None, None
     try:
@@ -92,6 +94,8 @@ def run_engine_operation(transport, appliance, spec: dict, on_event: Callable[[d
                 error = event
     finally:
         ended.set()
+        if watcher is not None:
+            watcher.join(10)  # its database connection is closed before the run goes on
         if watchdog is not None:
             watchdog.cancel()
         try:
