@@ -243,6 +243,7 @@ class TaskEvent(models.Model):
         return f"{self.task_id}#{self.seq} {self.type}"
 
 
+@audited  # who chose to be told what is part of the record (the summary's `last_summary` is set by update)
 class NotificationSettings(models.Model):
     """A user's e-mail choices: failures of every job, a daily summary, and where to send them."""
 

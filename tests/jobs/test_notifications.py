@@ -19,6 +19,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from appliances.models import Appliance
+from core.models import AuditEntry
 from inventory.models import VirtualMachine
 from jobs import notifications, services
 from jobs.models import BackupJob, JobRun, NotificationSettings, Repository, Task
@@ -286,6 +287,11 @@ def test_the_api_reads_and_changes_only_the_callers_settings(api_client_for):
                          format="json")
     assert changed.status_code == 200 and changed.json()["address"] == "v@example.com"
     assert NotificationSettings.objects.get().user == viewer.user
+    entry = AuditEntry.objects.get(object_type="jobs.NotificationSettings", action="create")
+    assert entry.username == viewer.user.username and entry.changes["daily_summary"] == [None, True]
+    viewer.patch("/api/jobs/notifications/me/", {"on_failure": True}, format="json")
+    update = AuditEntry.objects.get(object_type="jobs.NotificationSettings", action="update")
+    assert update.changes == {"on_failure": [False, True]}
     assert api_client_for(None).get("/api/jobs/notifications/me/").status_code == 403
 
 
