@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -145,11 +146,15 @@ def test_a_wrong_passphrase_fails_every_task_and_never_reinitialises(lab, reposi
 def test_an_outdated_engine_is_replaced_before_the_backup(lab, repository, make_changed_bundle):
     from appliances.actions import current_bundle
     from appliances.connect import ENGINE_DIR, python_for, transport_for
-    from appliances.injection import engine_version, ensure_engine
+    from appliances.injection import engine_version, ensure_engine, install_va_side
 
+    # A home of its own: the default local appliance's home is shared with tests running beside this one.
     appliance = Appliance.objects.get(name="local-appliance")
+    Appliance.objects.filter(pk=appliance.pk).update(hostname=f"outdated-{uuid.uuid4().hex[:8]}")
+    appliance.refresh_from_db()
     current = current_bundle().version
     with transport_for(appliance) as transport:
+        install_va_side(transport, ENGINE_DIR)
         old = ensure_engine(transport, make_changed_bundle("old"), ENGINE_DIR, python_for(appliance))
         assert old.uploaded and old.version != current
         assert engine_version(transport, ENGINE_DIR, python_for(appliance)).version == old.version
