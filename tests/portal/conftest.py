@@ -147,3 +147,18 @@ def portal_client(make_user):
         return client
 
     return make
+
+
+@pytest.fixture
+def admin(portal_client) -> Client:
+    return portal_client("administrator")
+
+
+@pytest.fixture
+def operator(portal_client) -> Client:
+    return portal_client("operator")
+
+
+@pytest.fixture
+def viewer(portal_client) -> Client:
+    return portal_client("viewer")

@@ -21,11 +21,6 @@ ROOT_PASSWORD = "Root-Pass-9182!x"
 USER_PASSWORD = "User-Pass-7731!y"
 
 
-@pytest.fixture
-def admin(portal_client):
-    return portal_client("administrator")
-
-
 def form_data(lab, **changes) -> dict:
     data = {
         "name": "va-1", "connection": lab.connection.pk, "host": lab.hosts[0].pk, "datastore": lab.locals[0].pk,

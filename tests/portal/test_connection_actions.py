@@ -23,16 +23,6 @@ HTMX = {"HX-Request": "true"}
 
 
 @pytest.fixture
-def operator(portal_client):
-    return portal_client("operator")
-
-
-@pytest.fixture
-def admin(portal_client):
-    return portal_client("administrator")
-
-
-@pytest.fixture
 def lab_connection(db, tmp_path):
     seed(tmp_path, vms=2, disk_size=1024 * 1024)
     return Connection.objects.create(name="Demo lab", kind="lab", options={"root": str(tmp_path)})

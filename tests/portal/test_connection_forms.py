@@ -22,11 +22,6 @@ def vsphere(**overrides) -> dict:
     return data
 
 
-@pytest.fixture
-def admin(portal_client):
-    return portal_client("administrator")
-
-
 @pytest.mark.parametrize("overrides,sentence", [
     ({"host": ""}, "Enter the address of the vCenter or ESXi host"),
     ({"host": "https://vc.example.test/sdk"}, "without http:// or a path"),

@@ -22,16 +22,6 @@ GIB = 1024**3
 
 
 @pytest.fixture
-def viewer(portal_client):
-    return portal_client("viewer")
-
-
-@pytest.fixture
-def operator(portal_client):
-    return portal_client("operator")
-
-
-@pytest.fixture
 def repo(db) -> Repository:
     return Repository.objects.create(name="nas", kind="local", path="/srv/repo", passphrase="Repo-Passphrase-5150",
                                      free_bytes=300 * GIB, last_test=timezone.now(), last_test_ok=True)

@@ -16,11 +16,6 @@ MB = 1_000_000
 
 
 @pytest.fixture
-def viewer(portal_client):
-    return portal_client("viewer")
-
-
-@pytest.fixture
 def jobs(db):
     repo = Repository.objects.create(name="nas", kind="local", path="/srv/repo", passphrase="Repo-Passphrase-5150")
     return (BackupJob.objects.create(name="nightly", repository=repo),

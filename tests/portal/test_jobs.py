@@ -24,21 +24,6 @@ def options_of(html: str, name: str) -> str:
 
 
 @pytest.fixture
-def admin(portal_client):
-    return portal_client("administrator")
-
-
-@pytest.fixture
-def operator(portal_client):
-    return portal_client("operator")
-
-
-@pytest.fixture
-def viewer(portal_client):
-    return portal_client("viewer")
-
-
-@pytest.fixture
 def repo(db) -> Repository:
     return Repository.objects.create(name="nas", kind="local", path="/srv/vafleet/repo",
                                      passphrase="Repo-Passphrase-5150")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from django.db import connection as db_connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -19,11 +18,6 @@ HTMX = {"HX-Request": "true", "HX-Target": "results"}
 def names(response) -> list[str]:
     """VM names in the order the VM table shows them."""
     return re.findall(r'<a href="/inventory/vms/\d+/">([^<]+)</a>', response.content.decode())
-
-
-@pytest.fixture
-def viewer(portal_client):
-    return portal_client("viewer")
 
 
 def count_queries(client, url: str, **kwargs) -> int:

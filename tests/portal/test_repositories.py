@@ -24,11 +24,6 @@ def smb(**overrides) -> dict:
 
 
 @pytest.fixture
-def admin(portal_client):
-    return portal_client("administrator")
-
-
-@pytest.fixture
 def stored(db) -> Repository:
     return Repository.objects.create(name="filer", kind="smb", host="filer.example.test", share="backups",
                                      path="vafleet", username="backup", password=PASSWORD, passphrase=PASSPHRASE)

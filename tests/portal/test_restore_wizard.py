@@ -57,11 +57,6 @@ def field_errors(response, name: str) -> str:
 
 
 @pytest.fixture
-def operator(portal_client):
-    return portal_client("operator")
-
-
-@pytest.fixture
 def source(lab):
     return hot_addable(lab)[0]
 

@@ -25,11 +25,6 @@ def big(db):
 
 
 @pytest.fixture
-def admin(portal_client):
-    return portal_client("administrator")
-
-
-@pytest.fixture
 def repo(db) -> Repository:
     return Repository.objects.create(name="nas", kind="local", path="/srv/vafleet/repo",
                                      passphrase="Repo-Passphrase-5150")
