@@ -579,8 +579,9 @@ class RestoreForm(forms.Form):
         elif not self.is_bound:
             datastores, networks = datastores.none(), networks.none()
         self.fields["datastore"].queryset = datastores
-        writable = set(Datastore.objects.filter(hosts__deployed_appliances__state=Appliance.State.READY)
-                       .values_list("pk", flat=True))
+        from jobs.restore import writable_datastore_ids
+
+        writable = writable_datastore_ids()
         self.fields["datastore"].label_from_instance = lambda d: "".join((
             d.name, f" ({d.free_bytes / 2**30:.0f} GiB free)" if d.free_bytes else "",
             "" if d.pk in writable else " (no ready appliance can write here)"))

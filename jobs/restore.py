@@ -98,6 +98,13 @@ def restore_appliance(point, destination: dict, datastores: list[Datastore] | No
     return chosen
 
 
+def writable_datastore_ids() -> set[int]:
+    """Datastores some ready appliance can write by hot-add (its host mounts them): `restore_appliance`'s rule,
+    for every datastore in one query."""
+    return set(Datastore.objects.filter(hosts__deployed_appliances__state=Appliance.State.READY)
+               .values_list("pk", flat=True))
+
+
 def _in_place_appliance(ready, destination: dict, datastores: list[Datastore]) -> Appliance:
     candidates = ready
     for datastore in datastores:
