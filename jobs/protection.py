@@ -15,7 +15,7 @@ from django.utils import timezone
 from appliances.models import Appliance
 from inventory.models import VirtualMachine
 from jobs.models import BackupJob, RestorePoint
-from jobs.selection import glob_regex
+from jobs.selection import rules_condition
 
 PROTECTED, STALE, UNPROTECTED = "protected", "stale", "unprotected"
 CHOICES = (
@@ -48,12 +48,9 @@ def in_a_job() -> Q:
         folders.update(folder.strip("/") for folder in (rules or {}).get("folders") or [])
         if (rules or {}).get("name"):
             names.add(rules["name"])
-    if hosts:
-        match |= Q(host_id__in=sorted(hosts))
-    for folder in sorted(folders):
-        match |= Q(folder=folder) | Q(folder__startswith=folder + "/")
+    match |= rules_condition({"hosts": sorted(hosts), "folders": sorted(folders)})  # each host and folder once
     for name in sorted(names):
-        match |= Q(name__iregex=glob_regex(name))
+        match |= rules_condition({"name": name})
     return match
 
 
