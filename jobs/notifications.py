@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from core.errors import ActionableError
 from core.rbac import GROUP_ROLES
+from core.text import duration_text
 from jobs.models import BackupJob, JobRun, NotificationSettings, Repository, Task
 
 log = logging.getLogger(__name__)
@@ -191,12 +192,7 @@ def _size(n: int | None) -> str:
 def _duration(start: datetime | None, end: datetime | None) -> str:
     if start is None or end is None:
         return "—"
-    seconds = max(0, int((end - start).total_seconds()))
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+    return duration_text((end - start).total_seconds())
 
 
 def _vms(n: int) -> str:

@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from core.rbac import VIEW
+from core.text import duration_text
 from core.views import role_required
 from jobs.models import BackupJob, JobRun, Task
 
@@ -47,11 +48,7 @@ class RunPoint:
 
     @property
     def duration_text(self) -> str:
-        minutes, seconds = divmod(self.duration_s, 60)
-        hours, minutes = divmod(minutes, 60)
-        if hours:
-            return f"{hours} h {minutes:02d} min"
-        return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+        return duration_text(self.duration_s)
 
 
 class BadHistoryQuery(ValueError):
