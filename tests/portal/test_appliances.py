@@ -4,6 +4,7 @@ the detail page's protection table, removal refused while busy, the roles, and t
 from __future__ import annotations
 
 import html
+from datetime import timedelta
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -312,5 +313,26 @@ def test_fleet_socket_forwards_events_to_viewers_only(make_user):
         await ws.disconnect()
         return message
 
-    message = async_to_sync(listen)(socket_for(make_user(None)), socket_for(make_user("viewer")))
+    viewer = make_user("viewer")
+    message = async_to_sync(listen)(socket_for(make_user(None)), socket_for(viewer))
     assert message == {"event": "fleet.appliance", "data": {"id": 7, "name": "va-7", "state": "ready"}}
+
+    # A deploy that ended between a page's rendering and its socket's join: the join brings its states.
+    from django.utils import timezone
+
+    ended = FleetOperation.objects.create(kind=FleetOperation.Kind.DEPLOY, state=FleetOperation.State.SUCCEEDED,
+                                          finished=timezone.now())
+    item = ended.items.create(appliance_name="va-quick", state="succeeded", finished=timezone.now())
+    FleetOperation.objects.create(kind=FleetOperation.Kind.DEPLOY, state=FleetOperation.State.SUCCEEDED,
+                                  finished=timezone.now() - timedelta(hours=1))  # long ended: not sent again
+
+    async def join(ws):
+        assert (await ws.connect())[0]
+        got = [await ws.receive_json_from(timeout=5), await ws.receive_json_from(timeout=5)]
+        await ws.receive_nothing(timeout=0.5)
+        await ws.disconnect()
+        return got
+
+    got = async_to_sync(join)(socket_for(viewer))
+    assert [(m["event"], m["data"]["id"], m["data"]["state"]) for m in got] == [
+        ("fleet.item", item.pk, "succeeded"), ("fleet.operation", ended.pk, "succeeded")]
