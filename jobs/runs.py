@@ -118,7 +118,8 @@ def run_task(task: Task, config: dict) -> str:
         point = run_backup(task, events, config, _cancel_check(task))
     except Cancelled as exc:
         return _finish(task, Task.State.CANCELLED, str(exc), exc.code, events)
-    except LOST_CONTACT as exc:
+    except LOST_CONTACT as exc:  # also when a channel to a dying appliance fails to open: record its state
+        _appliance_lost(task)
         return _requeue(task, str(exc), events)
     except ERRORS as exc:
         if _appliance_lost(task):  # the engine's stream broke because the appliance went away

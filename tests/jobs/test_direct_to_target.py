@@ -155,3 +155,36 @@ def test_an_appliance_killed_mid_backup_hands_the_vm_to_another(lab, fleet_of_tw
     spec = TargetSpec(type="sftp", path=repository.path, host="127.0.0.1", port=server.port,
                       username=repository.username, password=SFTP_PASSWORD)
     assert engine_api.verify(spec, PASSPHRASE)["ok"]
+
+
+def test_an_appliance_lost_between_connecting_and_running_is_marked_unreachable(
+        lab, fleet_of_two, sftp_repository, monkeypatch):
+    """The engine check passed, then the appliance died: the next channel fails to open (a lost contact),
+    and the appliance must be recorded unreachable so the dispatcher stops choosing it."""
+    from contextlib import contextmanager
+
+    from jobs import backup
+
+    repository, _server = sftp_repository
+    survivor, doomed = fleet_of_two
+    vm = VirtualMachine.objects.filter(connection=lab, host__in=doomed.served_hosts.all()).order_by("name").first()
+    doomed.served_hosts.set([vm.host])
+    survivor.served_hosts.remove(vm.host)
+    real = backup.engine_ready_transport
+
+    @contextmanager
+    def dies_once_connected(appliance):
+        with real(appliance) as transport:
+            if appliance.pk == doomed.pk:
+                survivor.served_hosts.add(vm.host)
+                LabHost.find(doomed.deploy_handle["labhost"]).destroy()
+            yield transport
+
+    monkeypatch.setattr(backup, "engine_ready_transport", dies_once_connected)
+    run = execute_run(services.start_run(job_for(repository, [vm]), queue=False).pk)
+
+    task = run.tasks.get()
+    assert task.state == Task.State.SUCCEEDED, task.message
+    assert task.appliance_name == survivor.name
+    doomed.refresh_from_db()
+    assert doomed.state == Appliance.State.UNREACHABLE, doomed.state_message
