@@ -133,7 +133,9 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_PREFIX}:asgi"},
+            # channels_redis waits for messages with a 5 s BZPOPMIN; redis-py 8's default 5 s read timeout
+            # races it and, on a loaded machine, drops the websocket (redis/redis-py#4091): read for longer.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "prefix": f"{REDIS_PREFIX}:asgi"},
         }
     }
 else:

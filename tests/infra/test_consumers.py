@@ -133,3 +133,39 @@ def test_viewer_hears_a_worker_sync_through_redis(viewer_user, layer_prefix, set
     assert layer_prefix, "Redis runs must use a per-worker prefix"
     events = sync_in_worker_and_listen(viewer_user, "Unreachable vCenter via Redis", layer_prefix)
     assert [e["status"] for e in events] == ["syncing", "error"]
+
+
+@pytest.mark.scaleout
+def test_a_slow_redis_does_not_break_a_waiting_socket(layer_prefix, settings):
+    """channels_redis waits for messages with a 5 s BZPOPMIN: on a loaded machine its empty reply comes
+    a little later. The layer's read timeout must allow for that, or every idle websocket is dropped."""
+    from urllib.parse import urlparse
+
+    from channels_redis.core import RedisChannelLayer
+
+    from tests.harness.slowproxy import slow_proxy
+
+    config = settings.CHANNEL_LAYERS["default"]["CONFIG"]
+    redis = config["hosts"][0] if isinstance(config["hosts"][0], dict) else {"address": config["hosts"][0]}
+    address = urlparse(redis["address"])
+    with slow_proxy(address.hostname, address.port or 6379) as proxy:
+        proxied = address._replace(netloc="{}:{}".format(*proxy.address)).geturl()
+        listener = RedisChannelLayer(hosts=[{**redis, "address": proxied}], prefix=layer_prefix)
+        sender = RedisChannelLayer(hosts=config["hosts"], prefix=layer_prefix)
+
+        async def scenario():
+            channel = await listener.new_channel()
+            await listener.group_add("slow", channel)  # connected before the replies slow down
+            proxy.delay = 1.0
+            waiting = asyncio.ensure_future(listener.receive(channel))
+            await asyncio.sleep(listener.brpop_timeout + 3)  # one whole blocking wait, answered late
+            await sender.send(channel, {"type": "late.news"})
+            try:
+                return await asyncio.wait_for(waiting, 15)
+            finally:
+                proxy.delay = 0
+                await listener.flush()
+                await sender.close_pools()
+                await listener.close_pools()
+
+        assert async_to_sync(scenario)() == {"type": "late.news"}
