@@ -71,16 +71,25 @@
     if (appliance.last_seen) setText(document.getElementById("appliance-seen-" + appliance.id), "just now");
   }
 
+  const FORBIDDEN = 4403;
   const HANDLERS = {"fleet.item": showItem, "fleet.operation": showOperation, "fleet.appliance": showAppliance};
 
-  function watchFleet() {
+  // A dropped socket is opened again (1 s, doubling to 30 s); on joining, the server sends the states
+  // of running and recent operations, so the page catches up with what it missed meanwhile.
+  function watchFleet(delay) {
     if (!document.querySelector("[data-fleet-live]") || !window.WebSocket) return;
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const socket = new WebSocket(scheme + "//" + location.host + "/ws/appliances/");
     socket.addEventListener("message", function (event) {
+      delay = 1000;
       const message = JSON.parse(event.data);
       const handler = HANDLERS[message.event];
       if (handler) handler(message.data);
+    });
+    socket.addEventListener("close", function (event) {
+      if (event.code === FORBIDDEN) return;  // no role: reconnecting cannot help
+      const wait = delay || 1000;
+      setTimeout(function () { watchFleet(Math.min(wait * 2, 30000)); }, wait * (0.75 + Math.random() / 2));
     });
   }
 
@@ -91,6 +100,6 @@
         if (event.target.name === "addressing") showAddressFields(form);
       });
     });
-    watchFleet();
+    watchFleet(1000);
   });
 })();

@@ -1,5 +1,6 @@
 """An administrator configures an appliance for the lab: the form narrows its selects as the connection and
-host are chosen, the draft is saved and shows on the fleet list and its own page."""
+host are chosen, the draft is saved and shows on the fleet list and its own page; a bulk deployment shows
+its progress live, also when the page's socket drops on the way."""
 
 from __future__ import annotations
 
@@ -79,7 +80,33 @@ def lab_vas_removed(live_system):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="BROWSER DEPLOYMENT TEST SKIPPED: lab appliances need root "
                                                "(network namespaces with their own sshd).")
+def drop_the_first_fleet_socket(page) -> list[str]:
+    """The first fleet socket is dropped after its first message (as a restarting server or a lost Redis
+    connection would); later ones pass through. Returns a log of what happened, for the assertions."""
+    seen: list[str] = []
+
+    def route(ws) -> None:
+        server = ws.connect_to_server()
+        if seen:
+            seen.append("reconnected")
+            return  # passes messages both ways untouched
+
+        def first_message(message) -> None:
+            ws.send(message)
+            if "dropped" not in seen:
+                seen.append("dropped")
+                ws.close(code=1011, reason="server error")
+                server.close()
+
+        seen.append("opened")
+        server.on_message(first_message)
+
+    page.route_web_socket(re.compile(r"/ws/appliances/$"), route)
+    return seen
+
+
 def test_bulk_deploy_shows_live_progress_then_remove(page, synced_lab, lab_vas_removed):
+    dropped = drop_the_first_fleet_socket(page)
     log_in(page)
     page.goto("/appliances/bulk/")
     page.get_by_role("combobox", name="Connection").select_option(label="Lab")
@@ -108,6 +135,7 @@ def test_bulk_deploy_shows_live_progress_then_remove(page, synced_lab, lab_vas_r
         expect(row.locator("[data-field=message]")).to_contain_text("engine")
         expect(row.locator("[data-field=percent]")).to_have_text("100%")
     assert page.evaluate("window.__stayed === true")  # updated live, not by reloading
+    assert dropped[:3] == ["opened", "dropped", "reconnected"]  # ...across a dropped socket
 
     page.get_by_role("navigation", name="Main navigation").get_by_role("link", name="Appliances").click()
     row = page.locator("#appliance-table tbody tr", has_text="edge-esx-03")
