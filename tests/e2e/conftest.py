@@ -1,6 +1,7 @@
 """Browser tests: the real server in subprocesses, Debian's Chromium driven by Playwright.
 
-Every test leaves a screenshot of its last page in tests/artifacts/ (also when it fails).
+Every test leaves a screenshot of its last page in tests/artifacts/ (also when it fails); a failed
+test also prints the end of its live system's server logs, so a CI report shows what the server did.
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ CHROMIUM_ARGS = [
     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call":
+        item.call_failed = report.failed
+    return report
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +60,9 @@ def page(browser, live_system, request):
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
     context.close()
+    if getattr(request.node, "call_failed", False):
+        for log in ("qcluster", "daphne"):
+            print(f"--- end of the live system's {log} log ---\n{live_system.log(log, tail=12_000)}")
 
 
 def log_in(page, username: str = USERNAME, password: str = PASSWORD) -> None:
