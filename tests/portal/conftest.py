@@ -18,6 +18,7 @@ from inventory.models import (
     VirtualDisk,
     VirtualMachine,
 )
+from jobs.models import Repository
 from tests.conftest import PASSWORD
 
 STORED_PASSWORD = "Vc-Secret-Pass-91"
@@ -133,6 +134,12 @@ def fast_password_hashing(settings):
 @pytest.fixture
 def lab(db) -> Lab:
     return build_lab()
+
+
+@pytest.fixture
+def repo(db) -> Repository:
+    return Repository.objects.create(name="nas", kind="local", path="/srv/vafleet/repo",
+                                     passphrase="Repo-Passphrase-5150")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from core.models import AuditEntry
 from inventory.models import Network, VirtualMachine
-from jobs.models import BackupJob, JobRun, Repository, RestorePoint, Task, TaskEvent
+from jobs.models import BackupJob, JobRun, RestorePoint, Task, TaskEvent
 from tests.api.fixtures import take_queued
 
 ADD = "/jobs/add/"
@@ -21,12 +21,6 @@ def options_of(html: str, name: str) -> str:
     match = re.search(rf'<select name="{name}"[^>]*>(.*?)</select>', html, re.S)
     assert match, f"no select {name}"
     return match.group(1)
-
-
-@pytest.fixture
-def repo(db) -> Repository:
-    return Repository.objects.create(name="nas", kind="local", path="/srv/vafleet/repo",
-                                     passphrase="Repo-Passphrase-5150")
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from inventory.models import VirtualMachine
-from jobs.models import BackupJob, Repository
+from jobs.models import BackupJob
 from tests.portal.conftest import add_vms, build_lab
 
 PICKER = "/jobs/vm-choices/"
@@ -22,12 +22,6 @@ def big(db):
     add_vms(lab, 5000)  # bulk_create on the inventory models
     assert VirtualMachine.objects.count() == 5000
     return lab
-
-
-@pytest.fixture
-def repo(db) -> Repository:
-    return Repository.objects.create(name="nas", kind="local", path="/srv/vafleet/repo",
-                                     passphrase="Repo-Passphrase-5150")
 
 
 def matches(page: str) -> list[str]:
