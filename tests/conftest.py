@@ -1,4 +1,4 @@
-"""Shared fixtures: one user per role, API clients, the temporary var directory."""
+"""Shared fixtures: one user per role, API clients, a channel layer of each xdist worker's own."""
 
 from __future__ import annotations
 
@@ -11,6 +11,19 @@ pytest_plugins = ["tests.plugins.required_suites", "tests.plugins.scaleout"]
 
 ROLES = ("administrator", "operator", "viewer")
 PASSWORD = "Correct-Horse-7"
+
+
+@pytest.fixture(autouse=True)
+def channel_layer_prefix(settings, worker_id) -> str:
+    """With Redis (the scale-out pass), this xdist worker's own channel-layer prefix: the other worker's
+    live updates must not reach this worker's sockets. Returns the prefix ("" on the embedded layer)."""
+    backend = settings.CHANNEL_LAYERS["default"]["BACKEND"]
+    if not backend.startswith("channels_redis"):
+        return ""
+    prefix = f"vafleet-test-{worker_id}"
+    config = {**settings.CHANNEL_LAYERS["default"]["CONFIG"], "prefix": prefix}
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": backend, "CONFIG": config}}
+    return prefix
 
 
 @pytest.fixture

@@ -33,15 +33,9 @@ def make_layer():
 
 
 @pytest.fixture
-def layer_prefix(settings, worker_id) -> str:
-    """With Redis, give this xdist worker its own key prefix so parallel runs do not hear each other."""
-    prefix = ""
-    backend = settings.CHANNEL_LAYERS["default"]["BACKEND"]
-    if backend.startswith("channels_redis"):
-        prefix = f"vafleet-test-{worker_id}"
-        config = {**settings.CHANNEL_LAYERS["default"]["CONFIG"], "prefix": prefix}
-        settings.CHANNEL_LAYERS = {"default": {"BACKEND": backend, "CONFIG": config}}
-    return prefix
+def layer_prefix(channel_layer_prefix) -> str:
+    """The channel-layer prefix a second process must use to reach this worker's sockets ("" embedded)."""
+    return channel_layer_prefix
 
 
 def worker_command(*args: str, prefix: str = "", database_layer: bool = False) -> list[str]:

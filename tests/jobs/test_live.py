@@ -29,15 +29,6 @@ pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 WAIT = 15  # seconds for one message
 
 
-@pytest.fixture(autouse=True)
-def own_layer_prefix(settings, worker_id):
-    """With Redis, this xdist worker's own key prefix, so parallel runs do not hear each other."""
-    backend = settings.CHANNEL_LAYERS["default"]["BACKEND"]
-    if backend.startswith("channels_redis"):
-        config = {**settings.CHANNEL_LAYERS["default"]["CONFIG"], "prefix": f"vafleet-live-{worker_id}"}
-        settings.CHANNEL_LAYERS = {"default": {"BACKEND": backend, "CONFIG": config}}
-
-
 def socket_for(path: str, user=None) -> WebsocketCommunicator:
     headers = [(b"origin", b"http://127.0.0.1:8000"), (b"host", b"127.0.0.1:8000")]
     if user is not None:
