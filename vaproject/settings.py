@@ -133,9 +133,12 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # channels_redis waits for messages with a 5 s BZPOPMIN; redis-py 8's default 5 s read timeout
-            # races it and, on a loaded machine, drops the websocket (redis/redis-py#4091): read for longer.
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "prefix": f"{REDIS_PREFIX}:asgi"},
+            # No socket timeout (redis-py 8 sets 5 s): channels_redis waits with a 5 s BZPOPMIN, which a 5 s
+            # read timeout races on a loaded machine, dropping the websocket (redis/redis-py#4091); and any
+            # timeout makes redis-py write through asyncio.wait_for, which on Python 3.11 can swallow a
+            # cancel, leaving a closed socket's receive looping forever. Keepalive finds a dead peer.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None, "socket_keepalive": True}],
+                       "prefix": f"{REDIS_PREFIX}:asgi"},
         }
     }
 else:
