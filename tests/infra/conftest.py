@@ -32,12 +32,6 @@ def make_layer():
         async_to_sync(layer.close)()
 
 
-@pytest.fixture
-def layer_prefix(channel_layer_prefix) -> str:
-    """The channel-layer prefix a second process must use to reach this worker's sockets ("" embedded)."""
-    return channel_layer_prefix
-
-
 def worker_command(*args: str, prefix: str = "", database_layer: bool = False) -> list[str]:
     """The command line of a separate process that works on this test's database."""
     command = [sys.executable, "-m", "tests.infra.worker_process", "--database", str(connection.settings_dict["NAME"])]

@@ -78,7 +78,7 @@ def test_a_foreign_origin_is_refused(viewer_user):
     assert not connected
 
 
-def test_viewer_hears_a_status_change_published_in_this_process(viewer_user, layer_prefix):
+def test_viewer_hears_a_status_change_published_in_this_process(viewer_user):
     connection = unreachable_connection("Local change")
     ws = socket_for(viewer_user)
 
@@ -120,23 +120,23 @@ def sync_in_worker_and_listen(user, name: str, prefix: str) -> list[dict]:
     return async_to_sync(scenario)()
 
 
-def test_viewer_hears_a_sync_that_a_worker_process_runs(viewer_user, layer_prefix):
-    events = sync_in_worker_and_listen(viewer_user, "Unreachable vCenter", layer_prefix)
+def test_viewer_hears_a_sync_that_a_worker_process_runs(viewer_user, channel_layer_prefix):
+    events = sync_in_worker_and_listen(viewer_user, "Unreachable vCenter", channel_layer_prefix)
     assert [e["status"] for e in events] == ["syncing", "error"]
     assert events[-1]["status_message"], "the error event must say what failed"
     assert events[-1]["last_sync_finished"]
 
 
 @pytest.mark.scaleout
-def test_viewer_hears_a_worker_sync_through_redis(viewer_user, layer_prefix, settings):
+def test_viewer_hears_a_worker_sync_through_redis(viewer_user, channel_layer_prefix, settings):
     assert settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels_redis.core.RedisChannelLayer"
-    assert layer_prefix, "Redis runs must use a per-worker prefix"
-    events = sync_in_worker_and_listen(viewer_user, "Unreachable vCenter via Redis", layer_prefix)
+    assert channel_layer_prefix, "Redis runs must use a per-worker prefix"
+    events = sync_in_worker_and_listen(viewer_user, "Unreachable vCenter via Redis", channel_layer_prefix)
     assert [e["status"] for e in events] == ["syncing", "error"]
 
 
 @pytest.mark.scaleout
-def test_a_slow_redis_does_not_break_a_waiting_socket(layer_prefix, settings):
+def test_a_slow_redis_does_not_break_a_waiting_socket(channel_layer_prefix, settings):
     """channels_redis waits for messages with a 5 s BZPOPMIN: on a loaded machine its empty reply comes
     a little later. The layer must not time that read out (redis-py 8 would at 5 s), or idle websockets drop."""
     from urllib.parse import urlparse
@@ -150,8 +150,8 @@ def test_a_slow_redis_does_not_break_a_waiting_socket(layer_prefix, settings):
     address = urlparse(redis["address"])
     with slow_proxy(address.hostname, address.port or 6379) as proxy:
         proxied = address._replace(netloc="{}:{}".format(*proxy.address)).geturl()
-        listener = RedisChannelLayer(hosts=[{**redis, "address": proxied}], prefix=layer_prefix)
-        sender = RedisChannelLayer(hosts=config["hosts"], prefix=layer_prefix)
+        listener = RedisChannelLayer(hosts=[{**redis, "address": proxied}], prefix=channel_layer_prefix)
+        sender = RedisChannelLayer(hosts=config["hosts"], prefix=channel_layer_prefix)
 
         async def scenario():
             channel = await listener.new_channel()
