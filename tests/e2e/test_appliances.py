@@ -78,8 +78,6 @@ def lab_vas_removed(live_system):
         LabHost(state.parent).destroy()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="BROWSER DEPLOYMENT TEST SKIPPED: lab appliances need root "
-                                               "(network namespaces with their own sshd).")
 def drop_the_first_fleet_socket(page) -> list[str]:
     """The first fleet socket is dropped after its first message (as a restarting server or a lost Redis
     connection would); later ones pass through. Returns a log of what happened, for the assertions."""
@@ -105,6 +103,8 @@ def drop_the_first_fleet_socket(page) -> list[str]:
     return seen
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="BROWSER DEPLOYMENT TEST SKIPPED: lab appliances need root "
+                                               "(network namespaces with their own sshd).")
 def test_bulk_deploy_shows_live_progress_then_remove(page, synced_lab, lab_vas_removed):
     dropped = drop_the_first_fleet_socket(page)
     log_in(page)
