@@ -17,6 +17,7 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from appliances.actions import LOST_CONTACT, SENTENCE_ERRORS
+from appliances.models import Appliance
 from inventory.connectors.base import ConnectorError
 from jobs import live, notifications
 from jobs.backup import Cancelled, run_backup
@@ -118,8 +119,10 @@ def run_task(task: Task, config: dict) -> str:
         point = run_backup(task, events, config, _cancel_check(task))
     except Cancelled as exc:
         return _finish(task, Task.State.CANCELLED, str(exc), exc.code, events)
-    except LOST_CONTACT as exc:  # also when a channel to a dying appliance fails to open: record its state
-        _appliance_lost(task)
+    except LOST_CONTACT as exc:
+        # The engine check records its own lost contact; a channel that failed to open after it did not.
+        if task.appliance is not None and task.appliance.state != Appliance.State.UNREACHABLE:
+            _appliance_lost(task)
         return _requeue(task, str(exc), events)
     except ERRORS as exc:
         if _appliance_lost(task):  # the engine's stream broke because the appliance went away
