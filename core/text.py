@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-def duration_text(seconds: int) -> str:
+def duration_text(seconds: float) -> str:
     """'7 s', '3 min 05 s', '2 h 04 min'."""
     minutes, seconds = divmod(max(0, int(seconds)), 60)
     hours, minutes = divmod(minutes, 60)

@@ -88,8 +88,7 @@
     });
     socket.addEventListener("close", function (event) {
       if (event.code === FORBIDDEN) return;  // no role: reconnecting cannot help
-      const wait = delay || 1000;
-      setTimeout(function () { watchFleet(Math.min(wait * 2, 30000)); }, wait * (0.75 + Math.random() / 2));
+      setTimeout(function () { watchFleet(Math.min(delay * 2, 30000)); }, delay * (0.75 + Math.random() / 2));
     });
   }
 
